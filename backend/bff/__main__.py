@@ -1,0 +1,24 @@
+"""`python -m bff` / `llm-bff`: one uvicorn worker serving the BFF."""
+
+import logging
+
+import uvicorn
+
+from bff.app import create_app
+from bff.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()  # type: ignore[call-arg]
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.bff_host,
+        port=settings.bff_port,
+        access_log=False,  # the BFF writes its own structured access log
+        log_level=settings.log_level.lower(),
+    )
+
+
+if __name__ == "__main__":
+    main()

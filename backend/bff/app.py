@@ -1,0 +1,47 @@
+"""Builds the FastAPI application from Settings."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from bff.errors import ErrorResponse, install_error_handlers
+from bff.request_log import REQUEST_ID_HEADER, RequestLogMiddleware
+from bff.routes import catalog, health, openai_compat, product_chat
+from bff.services import Services
+from bff.settings import Settings
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 429, 502, 503, 504)
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()  # type: ignore[call-arg]  # read from the environment
+    services = Services.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await services.aclose()
+
+    app = FastAPI(title="LLM gateway BFF", version="0.1.0", lifespan=lifespan, responses=ERROR_RESPONSES)
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (health, openai_compat, catalog, product_chat):
+        app.include_router(module.router)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id", "traceparent", "tracestate"],
+            expose_headers=[REQUEST_ID_HEADER, "retry-after"],
+        )
+    app.add_middleware(RequestLogMiddleware)
+    logging.getLogger("bff").setLevel(settings.log_level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines duplicate the access log
+    return app

@@ -1,0 +1,1 @@
+"""Who is calling: Open-WebUI session tokens, API keys and server-to-server identity."""

@@ -1,0 +1,80 @@
+"""The policy file's schema, validated at start-up."""
+
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Permission(StrEnum):
+    chat = "chat"
+    images = "images"
+    usage_own = "usage.own"
+    usage_all = "usage.all"
+    monitoring = "monitoring"
+    models_manage = "models.manage"
+
+
+class ModelAccess(BaseModel):
+    """A model group is allowed when its tier is listed or its name matches `include`,
+    unless its name matches `exclude`. Aliases are judged by the group they point to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiers: list[str] = Field(default_factory=list)
+    include: list[str] = Field(default_factory=list, description="model group names or glob patterns")
+    exclude: list[str] = Field(default_factory=list, description="model group names or glob patterns")
+
+    def allows(self, group: str, tier: str | None) -> bool:
+        if any(fnmatchcase(group, pattern) for pattern in self.exclude):
+            return False
+        return (tier is not None and tier in self.tiers) or any(fnmatchcase(group, p) for p in self.include)
+
+
+class RolePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    permissions: list[Permission]
+    models: ModelAccess
+
+
+class Roles(BaseModel):
+    """Only `user` is configurable: `admin` always has everything, `pending` nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: RolePolicy
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tiers: list[str] = Field(min_length=1, description="known model tiers, cheapest first")
+    roles: Roles
+
+    @model_validator(mode="after")
+    def _tiers_known(self) -> "Policy":
+        unknown = set(self.roles.user.models.tiers) - set(self.tiers)
+        if unknown:
+            raise ValueError(f"roles.user.models.tiers names unknown tiers {sorted(unknown)}; known: {self.tiers}")
+        return self
+
+
+class PolicyError(ValueError):
+    pass
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc}") from exc
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise PolicyError(f"invalid policy file {path}: {problems}") from exc

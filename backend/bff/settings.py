@@ -1,0 +1,67 @@
+"""All runtime settings, read from the environment (see .env.example)."""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    # Process
+    bff_host: str = "127.0.0.1"
+    bff_port: int = 8080
+    bff_dev_mode: bool = False
+    log_level: str = "INFO"
+
+    # LiteLLM proxy
+    litellm_url: str = "http://127.0.0.1:4000"
+    litellm_master_key: SecretStr
+    upstream_connect_timeout_seconds: float = 5.0
+    upstream_timeout_seconds: float = 120.0
+    catalog_ttl_seconds: float = 30.0
+
+    # Open-WebUI identity
+    webui_secret_key: SecretStr
+    allow_tokens_without_exp: bool = False
+    open_webui_url: str = "http://127.0.0.1:3000"
+    role_source: Literal["api", "db", "static"] = "api"
+    role_cache_ttl_seconds: float = 30.0
+    open_webui_database_url: SecretStr | None = None
+    static_roles_file: Path = Path("config/dev-users.yaml")
+    bff_service_keys: CommaList = Field(default_factory=list)
+    forward_user_info_header_jwt_secret: SecretStr | None = None
+    trust_forwarded_user_headers: bool = False
+
+    # Policy and request limits
+    policy_file: Path = Path("config/policy.yaml")
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    cors_allow_origins: CommaList = Field(default_factory=list)
+
+    @field_validator("bff_service_keys", "cors_allow_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("bff_service_keys")
+    @classmethod
+    def _service_keys_long_enough(cls, keys: list[str]) -> list[str]:
+        if any(len(key) < 16 for key in keys):
+            raise ValueError("each service key must be at least 16 characters")
+        return keys
+
+    @model_validator(mode="after")
+    def _check_role_source(self) -> "Settings":
+        if self.role_source == "static" and not self.bff_dev_mode:
+            raise ValueError("ROLE_SOURCE=static is for local development only: set BFF_DEV_MODE=true")
+        if self.role_source == "db" and self.open_webui_database_url is None:
+            raise ValueError("ROLE_SOURCE=db needs OPEN_WEBUI_DATABASE_URL")
+        if not self.webui_secret_key.get_secret_value():
+            raise ValueError("WEBUI_SECRET_KEY must not be empty")
+        return self
