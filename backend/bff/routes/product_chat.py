@@ -54,7 +54,9 @@ def product_response(
 ) -> ProductChatResponse:
     headers = upstream.headers
     deployment = headers.get("x-litellm-model-id", "")
-    served = headers.get("x-litellm-model-group") or requested.name
+    served_name = headers.get("x-litellm-model-group") or requested.name
+    served_entry = catalog.get(served_name)
+    served = served_entry.group if served_entry else served_name  # an alias is reported as its group
     return ProductChatResponse(
         id=str(answer.get("id", "")),
         model=served,

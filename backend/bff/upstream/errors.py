@@ -13,10 +13,13 @@ from bff.errors import ApiError, bad_gateway, bad_request, gateway_timeout, not_
 
 _URL = re.compile(r"https?://\S+")
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key\S*)", re.IGNORECASE)
+# LiteLLM prefixes provider messages with exception class names and appends its own notes.
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
 _MAX_MESSAGE = 300
 
 
 def _clean(message: str) -> str:
+    message = _LITELLM_PREFIX.sub("", message.split("\n\nLiteLLM")[0]).strip()
     message = _URL.sub("[url]", message)
     message = _SECRET.sub("[redacted]", message)
     return message[:_MAX_MESSAGE]
@@ -34,7 +37,7 @@ def _upstream_message(body: bytes) -> str:
 def error_from_status(status: int, body: bytes, headers: httpx.Headers) -> ApiError:
     detail = _upstream_message(body)
     if status == 429:
-        return rate_limited(detail or "upstream rate limit reached", headers.get("retry-after"))
+        return rate_limited("the model provider's rate limit was reached; retry later", headers.get("retry-after"))
     if status in (408, 504):
         return gateway_timeout()
     if status == 404:

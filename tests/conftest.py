@@ -1,0 +1,147 @@
+"""Session fixtures: a fake provider, a real LiteLLM proxy, a fake Open-WebUI, real BFFs.
+
+Nothing in the chat path is mocked: requests go test -> BFF (uvicorn) -> LiteLLM
+(its own process, tests/fixtures/litellm.test.yaml) -> loopback fake provider.
+"""
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bff.app import create_app  # noqa: E402
+from bff.settings import Settings  # noqa: E402
+from support.fake_openai import FakeProviderState, create_fake_provider  # noqa: E402
+from support.fake_openwebui import FakeOpenWebUIState, create_fake_openwebui  # noqa: E402
+from support.servers import ProcessServer, ThreadServer, free_port, wait_until  # noqa: E402
+from support.tokens import session_token  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "tests" / "output"
+LITELLM_BIN = Path(os.environ.get("LITELLM_BIN", ROOT / ".venv-litellm" / "bin" / "litellm"))
+
+MASTER_KEY = "sk-test-master-key-0123456789"
+WEBUI_SECRET = "test-webui-secret-key"
+FORWARD_SECRET = "test-forward-user-jwt-secret"
+SERVICE_KEY = "svc-test-service-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def fake_provider() -> Iterator[tuple[ThreadServer, FakeProviderState]]:
+    state = FakeProviderState()
+    server = ThreadServer(create_fake_provider(state)).start()
+    yield server, state
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def provider_state(fake_provider: tuple[ThreadServer, FakeProviderState]) -> FakeProviderState:
+    return fake_provider[1]
+
+
+@pytest.fixture(scope="session")
+def litellm_url(fake_provider: tuple[ThreadServer, FakeProviderState]) -> Iterator[str]:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = ProcessServer(
+        [str(LITELLM_BIN), "--config", str(ROOT / "tests" / "fixtures" / "litellm.test.yaml"), "--host", "127.0.0.1", "--port", str(port)],
+        {
+            "FAKE_PROVIDER_URL": fake_provider[0].url + "/v1",
+            "LITELLM_MASTER_KEY": MASTER_KEY,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        },
+        OUTPUT / "litellm.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/health/readiness").status_code == 200, 120, "LiteLLM proxy")
+    except TimeoutError:
+        process.stop()
+        raise RuntimeError("LiteLLM did not start:\n" + process.log_tail())
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def openwebui() -> Iterator[tuple[ThreadServer, FakeOpenWebUIState]]:
+    state = FakeOpenWebUIState(secret=WEBUI_SECRET)
+    state.add_user("admin-1", "admin", api_key="sk-" + "a" * 32)
+    state.add_user("user-1", "user", api_key="sk-" + "b" * 32)
+    state.add_user("pending-1", "pending", api_key="sk-" + "c" * 32)
+    state.add_user("weird-1", "superuser")
+    server = ThreadServer(create_fake_openwebui(state)).start()
+    yield server, state
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def openwebui_state(openwebui: tuple[ThreadServer, FakeOpenWebUIState]) -> FakeOpenWebUIState:
+    return openwebui[1]
+
+
+@dataclass
+class Bff:
+    url: str
+    settings: Settings
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+
+BffFactory = Callable[..., Bff]
+
+
+@pytest.fixture(scope="session")
+def bff_factory(litellm_url: str, openwebui: tuple[ThreadServer, FakeOpenWebUIState]) -> Iterator[BffFactory]:
+    """Starts a real BFF (uvicorn, own port) with the test defaults plus overrides."""
+    servers: list[ThreadServer] = []
+
+    def start(**overrides: Any) -> Bff:
+        values: dict[str, Any] = {
+            "litellm_url": litellm_url,
+            "litellm_master_key": MASTER_KEY,
+            "webui_secret_key": WEBUI_SECRET,
+            "open_webui_url": openwebui[0].url,
+            "role_source": "api",
+            "role_cache_ttl_seconds": 30.0,
+            "bff_service_keys": [SERVICE_KEY],
+            "forward_user_info_header_jwt_secret": FORWARD_SECRET,
+            "policy_file": ROOT / "config" / "policy.yaml",
+            "upstream_timeout_seconds": 20.0,
+            **overrides,
+        }
+        settings = Settings(**values)
+        server = ThreadServer(create_app(settings)).start()
+        servers.append(server)
+        return Bff(url=server.url, settings=settings)
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def bff(bff_factory: BffFactory) -> Bff:
+    return bff_factory()
+
+
+@pytest.fixture(scope="session")
+def user_token() -> str:
+    return session_token("user-1", WEBUI_SECRET)
+
+
+@pytest.fixture(scope="session")
+def admin_token() -> str:
+    return session_token("admin-1", WEBUI_SECRET)
+
+
+def chat_body(model: str = "fake-mini", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "Say hello"}], **extra}
