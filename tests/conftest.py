@@ -91,9 +91,9 @@ class Bff:
     url: str
     settings: Settings
 
-    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+    def client(self, token: str | None = None, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Client:
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers={**auth, **(headers or {})}, timeout=30, **kwargs)
 
 
 BffFactory = Callable[..., Bff]

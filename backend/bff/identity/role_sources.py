@@ -170,9 +170,13 @@ class DbRoleSource:
             row = connection.execute(query, params).mappings().first()
         return _UserRow.model_validate(dict(row)) if row is not None else None
 
+    def _ping(self) -> None:
+        with self._engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
     async def problem(self) -> str | None:
         try:
-            await anyio.to_thread.run_sync(self._fetch_one, text("SELECT 1 AS id, 'x' AS role"), {})
+            await anyio.to_thread.run_sync(self._ping)
         except SQLAlchemyError as exc:
             return f"unreachable ({type(exc).__name__})"
         return None
