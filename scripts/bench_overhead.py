@@ -48,10 +48,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -263,8 +263,14 @@ def session_token(user_id: str, secret: str, lifetime: int = 3600) -> str:
 
 # --------------------------------------------------------------------------- load generator
 
-# A client sends one chat request; None means a good answer, else what was wrong (or it raises).
-Sender = Callable[[], Awaitable[str | None]]
+class PathClient(Protocol):
+    """Sends the chat request along one path: None means a good answer, else what was wrong (or it raises)."""
+
+    async def prepare(self, connections: int) -> None: ...
+
+    async def send(self) -> str | None: ...
+
+    async def aclose(self) -> None: ...
 
 
 def check_answer(status: int, body: bytes) -> str | None:
@@ -289,6 +295,9 @@ class HttpxPath:
         response = await self._client.post(CHAT_PATH, content=CHAT_BODY)
         return check_answer(response.status_code, response.content)
 
+    async def prepare(self, connections: int) -> None:
+        """httpx reconnects stale pooled connections by itself."""
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -296,25 +305,46 @@ class HttpxPath:
 class RawPath:
     """Minimal HTTP/1.1 keep-alive client on asyncio streams: far less CPU per request than httpx.
 
-    Enough for these two servers: fixed request, responses framed by Content-Length
-    (chunked bodies are read too, for safety). A pool of idle connections is shared by the workers.
+    Enough for these two servers: one fixed request; answers framed by Content-Length
+    (chunked bodies are read too). Workers share a pool of idle connections. uvicorn
+    closes a connection idle for 5 s, so older idle ones are dropped, and a reused
+    connection that closes before answering is retried once on a new one (as httpx does).
     """
+
+    MAX_IDLE_SECONDS = 3.0
 
     def __init__(self, base_url: str, token: str, concurrency: int):
         host_port = base_url.removeprefix("http://")
-        self._host, port = host_port.split(":")
-        self._port = int(port)
+        host, port = host_port.split(":")
+        self._host, self._port = host, int(port)
         self._request = (
             f"POST {CHAT_PATH} HTTP/1.1\r\nHost: {host_port}\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(CHAT_BODY)}\r\n\r\n"
         ).encode() + CHAT_BODY
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    async def prepare(self, connections: int) -> None:
+        """Before the clock starts: drop idle connections the server may have closed, open fresh ones."""
+        await self.aclose()
+        opened = await asyncio.gather(*(asyncio.open_connection(self._host, self._port) for _ in range(connections)))
+        now = time.monotonic()
+        self._idle = [(reader, writer, now) for reader, writer in opened]
 
     async def send(self) -> str | None:
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self._host, self._port)
+        while self._idle:
+            reader, writer, idle_since = self._idle.pop()
+            if time.monotonic() - idle_since < self.MAX_IDLE_SECONDS and not reader.at_eof():
+                try:
+                    return await self._exchange(reader, writer)
+                except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                    if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                        raise
+                    break  # closed by the server before any answer: retry once on a new connection
+            writer.close()
+        reader, writer = await asyncio.open_connection(self._host, self._port)
+        return await self._exchange(reader, writer)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str | None:
         try:
             writer.write(self._request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -328,14 +358,14 @@ class RawPath:
             elif headers.get(b"transfer-encoding", b"").lower() == b"chunked":
                 body = await self._read_chunked(reader)
             else:
-                raise httpx.RemoteProtocolError("response without length")
+                raise httpx.RemoteProtocolError("answer without a length")
         except BaseException:
             writer.close()
             raise
         if headers.get(b"connection", b"").lower() == b"close":
             writer.close()
         else:
-            self._idle.append((reader, writer))
+            self._idle.append((reader, writer, time.monotonic()))
         return check_answer(status, body)
 
     @staticmethod
@@ -350,7 +380,7 @@ class RawPath:
             await reader.readexactly(2)
 
     async def aclose(self) -> None:
-        for _, writer in self._idle:
+        for _, writer, _ in self._idle:
             writer.close()
         self._idle.clear()
 
@@ -407,7 +437,7 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 async def drive(
-    path: str, send: Sender, total: int, concurrency: int, stack: Stack, round_no: int, deadline: float
+    path: str, client: PathClient, total: int, concurrency: int, stack: Stack, round_no: int, deadline: float
 ) -> Phase:
     """A closed loop: `concurrency` workers take requests from a shared budget of `total`."""
     remaining = total
@@ -420,7 +450,7 @@ async def drive(
             remaining -= 1
             started = time.perf_counter()
             try:
-                problem = await send()
+                problem = await client.send()
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, httpx.HTTPError, ValueError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -430,17 +460,17 @@ async def drive(
                 errors.append(problem)
 
     children = stack.children()
-    cpu_before = {name: child.cpu_seconds() for name, child in children.items()}
-    loadgen_before = time.process_time()
-    started = time.perf_counter()
-    budget = deadline - time.monotonic()
-    if budget <= 0:
-        raise BenchError("time budget exhausted (--max-seconds)")
     try:
-        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(min(concurrency, total)))), budget)
+        # Connections are opened before the clock starts, so no request pays for a connect.
+        await asyncio.wait_for(client.prepare(min(concurrency, total)), max(deadline - time.monotonic(), 0.001))
+        cpu_before = {name: child.cpu_seconds() for name, child in children.items()}
+        loadgen_before = time.process_time()
+        started = time.perf_counter()
+        workers = asyncio.gather(*(worker() for _ in range(min(concurrency, total))))
+        await asyncio.wait_for(workers, max(deadline - time.monotonic(), 0.001))
+        wall = time.perf_counter() - started
     except asyncio.TimeoutError:
         raise BenchError(f"time budget exhausted (--max-seconds) during {path} round {round_no}") from None
-    wall = time.perf_counter() - started
     cpu = {name: child.cpu_seconds() - cpu_before[name] for name, child in children.items()}
     cpu["loadgen"] = time.process_time() - loadgen_before
     return Phase(path, round_no, concurrency, total, len(errors), wall, latencies, cpu, sorted(set(errors))[:5])
@@ -513,13 +543,13 @@ async def measure(stack: Stack, args: argparse.Namespace, deadline: float) -> di
         # Warm-up: opens every connection, fills the BFF's model catalog and role caches,
         # and lets both interpreters settle. Errors here mean the setup is broken.
         for name, client in paths.items():
-            warm = await drive(name, client.send, args.warmup, args.concurrency, stack, 0, deadline)
+            warm = await drive(name, client, args.warmup, args.concurrency, stack, 0, deadline)
             print(f"warm-up {name:<8} {warm.requests} requests, {warm.errors} errors, {warm.rps:.0f} req/s", flush=True)
             if warm.errors:
                 raise BenchError(f"warm-up of {name} failed: {warm.error_samples}")
         for round_no in range(1, args.rounds + 1):
             for name, client in paths.items():  # a then b, every round
-                phase = await drive(name, client.send, args.requests, args.concurrency, stack, round_no, deadline)
+                phase = await drive(name, client, args.requests, args.concurrency, stack, round_no, deadline)
                 load[name].append(phase)
                 print(
                     f"round {round_no} {name:<8} c={args.concurrency:<3} p50 {phase.pct(50):7.2f} ms  "
@@ -528,7 +558,7 @@ async def measure(stack: Stack, args: argparse.Namespace, deadline: float) -> di
                 )
             if args.serial_requests:
                 for name, client in paths.items():
-                    phase = await drive(name, client.send, args.serial_requests, 1, stack, round_no, deadline)
+                    phase = await drive(name, client, args.serial_requests, 1, stack, round_no, deadline)
                     serial[name].append(phase)
                     print(
                         f"round {round_no} {name:<8} c=1   p50 {phase.pct(50):7.2f} ms  "
