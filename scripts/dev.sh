@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The local stack, no Docker: LiteLLM proxy (config/litellm.dev.yaml, mock models that
+# need no provider keys) and the BFF (static dev users). Ctrl-C stops everything.
+#
+#   scripts/dev.sh                     BFF on :8080, LiteLLM on :4000
+#   BFF_PORT=9000 LITELLM_PORT=4100 scripts/dev.sh
+#
+# Secrets for the local stack are generated once into .data/dev.env. Values already
+# in the environment (or in .env at the top of the repo) take precedence.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+[ -f "$ROOT/.env" ] && { set -a; source "$ROOT/.env"; set +a; }
+
+ensure_bff_venv
+ensure_litellm_venv
+
+mkdir -p "$ROOT/.data/logs"
+DEV_ENV="$ROOT/.data/dev.env"
+if [ ! -f "$DEV_ENV" ]; then
+  random() { "$PYTHON" -c 'import secrets, sys; print(sys.argv[1] + secrets.token_hex(24))' "$1"; }
+  umask 077
+  {
+    echo "WEBUI_SECRET_KEY=$(random '')"
+    echo "LITELLM_MASTER_KEY=$(random sk-)"
+    echo "BFF_SERVICE_KEYS=$(random svc-)"
+    echo "FORWARD_USER_INFO_HEADER_JWT_SECRET=$(random '')"
+  } > "$DEV_ENV"
+  log "generated local secrets in .data/dev.env"
+fi
+while IFS='=' read -r name value; do
+  [ -n "$name" ] && [ -z "${!name:-}" ] && export "$name=$value"
+done < "$DEV_ENV"
+
+export BFF_PORT="${BFF_PORT:-8080}" LITELLM_PORT="${LITELLM_PORT:-4000}"
+export BFF_HOST="${BFF_HOST:-127.0.0.1}"
+export LITELLM_URL="http://127.0.0.1:$LITELLM_PORT"
+export ROLE_SOURCE="${ROLE_SOURCE:-static}" BFF_DEV_MODE="${BFF_DEV_MODE:-true}"
+export STATIC_ROLES_FILE="${STATIC_ROLES_FILE:-$ROOT/config/dev-users.yaml}"
+export POLICY_FILE="${POLICY_FILE:-$ROOT/config/policy.yaml}"
+export LITELLM_LOCAL_MODEL_COST_MAP=True  # never download the price map at start-up
+LITELLM_CONFIG="${LITELLM_CONFIG:-$ROOT/config/litellm.dev.yaml}"
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  if [ ${#pids[@]} -gt 0 ]; then
+    log "stopping"
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap stop_all INT TERM EXIT
+
+log "starting LiteLLM on :$LITELLM_PORT ($(basename "$LITELLM_CONFIG")), log in .data/logs/litellm.log"
+"$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" --host 127.0.0.1 --port "$LITELLM_PORT" \
+  > "$ROOT/.data/logs/litellm.log" 2>&1 &
+pids+=($!)
+wait_for_http "http://127.0.0.1:$LITELLM_PORT/health/readiness" 120 LiteLLM "${pids[0]}" \
+  || { tail -n 30 "$ROOT/.data/logs/litellm.log" >&2; die "LiteLLM did not become ready"; }
+
+log "starting the BFF on :$BFF_PORT, log in .data/logs/bff.log"
+(cd "$ROOT" && exec "$BFF_VENV/bin/python" -m bff) > "$ROOT/.data/logs/bff.log" 2>&1 &
+pids+=($!)
+wait_for_http "http://127.0.0.1:$BFF_PORT/health/ready" 60 BFF "${pids[1]}" \
+  || { tail -n 30 "$ROOT/.data/logs/bff.log" >&2; die "the BFF did not become ready"; }
+
+admin_token="$("$BFF_VENV/bin/python" "$ROOT/scripts/dev_token.py" --role admin)"
+user_token="$("$BFF_VENV/bin/python" "$ROOT/scripts/dev_token.py" --role user)"
+cat <<INFO
+
+  BFF        http://127.0.0.1:$BFF_PORT   (OpenAPI docs: /docs, readiness: /health/ready)
+  LiteLLM    http://127.0.0.1:$LITELLM_PORT
+  Models     mock-mini, mock-standard (users and admins), mock-premium (admins only)
+
+  Admin token (12 h):  $admin_token
+  User token  (12 h):  $user_token
+  More tokens:         .venv/bin/python scripts/dev_token.py --role admin|user|pending
+
+  Try it:
+    curl -s http://127.0.0.1:$BFF_PORT/v1/chat/completions \\
+      -H "Authorization: Bearer $user_token" -H 'Content-Type: application/json' \\
+      -d '{"model": "mock-mini", "messages": [{"role": "user", "content": "Hello"}]}'
+
+  Ctrl-C stops both.
+INFO
+
+# Exit (and stop the other one) as soon as either process ends.
+wait -n "${pids[@]}"
+die "a process of the local stack exited; see .data/logs/"

@@ -1,0 +1,50 @@
+# Shared helpers for scripts/*.sh: virtual environments that install themselves.
+# Sourced, not run. Each venv is (re)installed only when its pinned inputs change.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+BFF_VENV="$ROOT/.venv"
+LITELLM_VENV="$ROOT/.venv-litellm"
+
+log() { printf '\033[1;34m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+die() { printf '\033[1;31m[%s] %s\033[0m\n' "$(basename "$0")" "$*" >&2; exit 1; }
+
+# ensure_venv DIR STAMP_INPUTS... -- PIP_ARGS...
+ensure_venv() {
+  local dir="$1"; shift
+  local inputs=()
+  while [ "$1" != "--" ]; do inputs+=("$1"); shift; done
+  shift
+  local want; want="$(cat "${inputs[@]}" | sha256sum | cut -c1-16)"
+  if [ -f "$dir/.installed" ] && [ "$(cat "$dir/.installed")" = "$want" ]; then
+    return 0
+  fi
+  log "installing into ${dir#$ROOT/} (first run or changed pins)"
+  [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir" || die "cannot create $dir"
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@" || die "pip install failed for $dir"
+  echo "$want" > "$dir/.installed"
+}
+
+ensure_bff_venv() {
+  ensure_venv "$BFF_VENV" "$ROOT/backend/pyproject.toml" "$ROOT/backend/constraints.txt" -- \
+    -c "$ROOT/backend/constraints.txt" -e "$ROOT/backend[test]"
+}
+
+ensure_litellm_venv() {
+  ensure_venv "$LITELLM_VENV" "$ROOT/scripts/litellm-requirements.txt" -- \
+    -r "$ROOT/scripts/litellm-requirements.txt"
+}
+
+# wait_for_http URL SECONDS NAME [PID]: polls until URL answers 200, or fails early if PID dies.
+wait_for_http() {
+  local url="$1" seconds="$2" name="$3" pid="${4:-}"
+  local deadline=$((SECONDS + seconds))
+  while [ $SECONDS -lt $deadline ]; do
+    if "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$url" 2>/dev/null; then
+      return 0
+    fi
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    sleep 0.5
+  done
+  return 1
+}
