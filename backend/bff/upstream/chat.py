@@ -23,7 +23,7 @@ log = logging.getLogger("bff.chat")
 
 # Caller headers that travel to LiteLLM. Everything else is dropped, including
 # x-litellm-customer-id / x-litellm-end-user-id, so nobody spends as someone else.
-FORWARDED_REQUEST_HEADERS = ("traceparent", "tracestate", "x-request-id")
+FORWARDED_REQUEST_HEADERS = ("traceparent", "tracestate")
 # LiteLLM response headers a caller may see; api base, key spend and version stay inside.
 PASSED_RESPONSE_HEADERS = (
     "x-litellm-call-id",
@@ -64,8 +64,7 @@ def upstream_body(payload: dict[str, Any], principal: Principal, stream: bool) -
 def upstream_headers(request: Request, request_id: str) -> dict[str, str]:
     headers = {"content-type": "application/json", "x-request-id": request_id}
     for name in FORWARDED_REQUEST_HEADERS:
-        value = request.headers.get(name)
-        if value and name != "x-request-id":
+        if value := request.headers.get(name):
             headers[name] = value
     return headers
 
@@ -150,13 +149,15 @@ async def open_stream(
             log.warning("stream from LiteLLM failed mid-way: %s", type(exc).__name__)
             yield stream_error_event(error)
         finally:
-            await upstream.aclose()
             record_usage(fields, usage_from_stream_tail(tail))
+            await upstream.aclose()
 
     return PassThroughStream(
         relay(),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no", **passed_headers(upstream)},
+        # A disconnect can cancel the relay while it is parked at `yield`, where its
+        # `finally` does not run; closing here as well guarantees LiteLLM sees the hang-up.
         background=BackgroundTask(upstream.aclose),
     )
 
