@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from bff.errors import ApiError, bad_gateway
+from bff.errors import bad_gateway
 from bff.identity.principal import Principal
 from bff.request_log import RequestLogFields
 from bff.upstream.errors import error_from_transport, stream_error_event
@@ -145,9 +145,8 @@ async def open_stream(
                 tail = (tail + chunk)[-STREAM_TAIL_BYTES:]
                 yield chunk
         except httpx.HTTPError as exc:
-            error: ApiError = error_from_transport(exc)
             log.warning("stream from LiteLLM failed mid-way: %s", type(exc).__name__)
-            yield stream_error_event(error)
+            yield stream_error_event(error_from_transport(exc))
         finally:
             record_usage(fields, usage_from_stream_tail(tail))
             await upstream.aclose()

@@ -15,7 +15,11 @@ class LiteLLMClient:
     def __init__(self, settings: Settings):
         self._http = httpx.AsyncClient(
             base_url=settings.litellm_url,
-            headers={"Authorization": f"Bearer {settings.litellm_master_key.get_secret_value()}"},
+            # identity encoding: stream bytes are relayed raw, so they must never arrive compressed
+            headers={
+                "Authorization": f"Bearer {settings.litellm_master_key.get_secret_value()}",
+                "Accept-Encoding": "identity",
+            },
             timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds),
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
         )
