@@ -2,7 +2,10 @@
 """Measures the latency the BFF adds on top of LiteLLM for non-streaming chat completions.
 
     .venv/bin/python scripts/bench_overhead.py [--concurrency 32] [--requests 2000]
-        [--rounds 3] [--client raw|httpx] [--json PATH]
+        [--rounds 3] [--warmup 500] [--serial-requests 150] [--client raw|httpx]
+        [--max-seconds 280] [--json PATH]
+
+With the defaults a run takes about 3 minutes on 2 cores (LiteLLM serves ~100 req/s).
 
 It starts three servers, each in its own process on 127.0.0.1:
 
@@ -10,8 +13,10 @@ It starts three servers, each in its own process on 127.0.0.1:
     LiteLLM         .venv-litellm/bin/litellm with a one-model config (bench-model)
     BFF             `python -m bff`, static dev roles, pointing at that LiteLLM
 
-and drives them from this process (the load generator, an asyncio client) with
-the same chat body along two paths:
+and drives them from this process (the load generator: a minimal asyncio HTTP/1.1
+client by default, since httpx.AsyncClient costs ~7x more CPU per request and
+would take CPU from the servers; --client httpx to compare) with the same chat
+body along two paths:
 
     (a) straight to LiteLLM     client -> LiteLLM -> provider
     (b) through the BFF         client -> BFF -> LiteLLM -> provider
@@ -22,7 +27,10 @@ all. The BFF's added latency is (b) minus (a) at p50 and p99, each the median of
 the per-round figures, judged against the targets (< 2 ms at p50, < 5 ms at p99).
 A short concurrency-1 pass per round shows the added latency without queueing,
 and the CPU time each process spends per request shows where the time goes and
-what the BFF's own throughput ceiling would be.
+what the BFF's own throughput ceiling would be. At concurrency 32 LiteLLM is
+saturated, so latency there is mostly queueing inside LiteLLM: the script prints
+the round-to-round spread of the straight path so a difference can be judged
+against the noise.
 
 Exit status: 0 when the run completed without errors (whether targets PASS or
 MISS), 1 when a server failed to start, a request failed, or the time budget ran out.
@@ -33,10 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import math
 import os
@@ -49,11 +54,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from jose import jwt
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM_BIN = Path(os.environ.get("LITELLM_BIN", ROOT / ".venv-litellm" / "bin" / "litellm"))
@@ -247,18 +253,11 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
 # --------------------------------------------------------------------------- credentials
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def session_token(user_id: str, secret: str, lifetime: int = 3600) -> str:
-    """An Open-WebUI session token (HS256 JWT), minted with the standard library."""
+    """An Open-WebUI session token (HS256 JWT)."""
     now = int(time.time())
-    header = {"alg": "HS256", "typ": "JWT"}
     claims = {"id": user_id, "typ": "session", "exp": now + lifetime, "jti": str(uuid.uuid4()), "iat": now}
-    signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64url(signature)}"
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 # --------------------------------------------------------------------------- load generator
@@ -461,19 +460,32 @@ async def drive(
 
     children = stack.children()
     try:
-        # Connections are opened before the clock starts, so no request pays for a connect.
-        await asyncio.wait_for(client.prepare(min(concurrency, total)), max(deadline - time.monotonic(), 0.001))
-        cpu_before = {name: child.cpu_seconds() for name, child in children.items()}
-        loadgen_before = time.process_time()
-        started = time.perf_counter()
-        workers = asyncio.gather(*(worker() for _ in range(min(concurrency, total))))
-        await asyncio.wait_for(workers, max(deadline - time.monotonic(), 0.001))
-        wall = time.perf_counter() - started
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+            # Connections are opened before the clock starts, so no request pays for a connect.
+            await client.prepare(min(concurrency, total))
+            cpu_before = {name: child.cpu_seconds() for name, child in children.items()}
+            loadgen_before = time.process_time()
+            machine_before = machine_busy_seconds()
+            started = time.perf_counter()
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(concurrency, total)):
+                    group.create_task(worker())
+            wall = time.perf_counter() - started
+    except TimeoutError:
         raise BenchError(f"time budget exhausted (--max-seconds) during {path} round {round_no}") from None
     cpu = {name: child.cpu_seconds() - cpu_before[name] for name, child in children.items()}
     cpu["loadgen"] = time.process_time() - loadgen_before
+    # CPU the rest of the machine used meanwhile (other jobs): noise both paths should share.
+    cpu["other"] = max(machine_busy_seconds() - machine_before - sum(cpu.values()), 0.0)
     return Phase(path, round_no, concurrency, total, len(errors), wall, latencies, cpu, sorted(set(errors))[:5])
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of this machine have spent busy since boot (/proc/stat, first line)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+    return (user + nice + system + irq + softirq) / CLK_TCK
 
 
 # --------------------------------------------------------------------------- report
@@ -514,11 +526,12 @@ def print_table(title: str, figures: dict[str, dict[str, Any]]) -> None:
 
 def print_cpu(figures: dict[str, dict[str, Any]]) -> None:
     print("\nCPU per request (ms) and CPU use (% of one core), median of rounds, at the load concurrency")
-    names = ["loadgen", "bff", "litellm", "provider"]
-    print(f"  {'path':<26}" + "".join(f"{name:>18}" for name in names))
+    print("  ('other' is everything else running on the machine meanwhile: noise)")
+    names = ["loadgen", "bff", "litellm", "provider", "other"]
+    print(f"  {'path':<26}" + "".join(f"{name:>17}" for name in names))
     for label, fig in figures.items():
         cells = "".join(
-            f"{fig['cpu_ms_per_request'][n]:>9.3f} ({fig['cpu_percent_of_one_core'][n]:>4.0f}%)" for n in names
+            f"{fig['cpu_ms_per_request'][n]:>9.3f} ({fig['cpu_percent_of_one_core'][n]:>3.0f}%)" for n in names
         )
         print(f"  {label:<26}{cells}")
 
@@ -590,12 +603,23 @@ def report(results: dict[str, dict[str, list[Phase]]], args: argparse.Namespace,
     print(f"  p99: {added_p99:+.2f} ms   target < {TARGET_P99_MS:.0f} ms   {verdict(added_p99, TARGET_P99_MS)}")
     print(f"  per round (b - a): p50 {', '.join(f'{d:+.1f}' for d in pairs_p50)} ms; "
           f"p99 {', '.join(f'{d:+.1f}' for d in pairs_p99)} ms")
+    # In a closed loop, mean latency = concurrency / throughput (Little's law): what the lower
+    # throughput through the BFF alone accounts for.
+    little = 1000 * args.concurrency / b["rps"] - 1000 * args.concurrency / a["rps"]
+    print(f"  Little's law ({args.concurrency} / req/s): the throughput difference alone accounts for {little:+.1f} ms "
+          f"of mean latency")
     if args.rounds > 1:
         print(f"  noise: straight to LiteLLM alone varies by {spread_p50:.1f} ms (p50) and {spread_p99:.1f} ms (p99) "
               f"between rounds")
         if spread_p50 > TARGET_P50_MS or spread_p99 > TARGET_P99_MS:
-            print("  -> at this concurrency the latency is mostly queueing inside LiteLLM, and its round-to-round noise is")
-            print("     larger than the targets: the verdicts above are within noise; see the concurrency-1 and CPU figures.")
+            if a["cpu_percent_of_one_core"]["litellm"] >= 85:
+                print("  -> LiteLLM is saturated at this concurrency, so latency here is mostly queueing inside LiteLLM;")
+            print("  -> the round-to-round noise exceeds the targets, so only differences that hold in every round count.")
+        for name, pairs in (("p50", pairs_p50), ("p99", pairs_p99)):
+            if all(d > 0 for d in pairs) or all(d < 0 for d in pairs):
+                print(f"     {name}: the BFF path was {'slower' if pairs[0] > 0 else 'faster'} in every round")
+            else:
+                print(f"     {name}: the sign changes between rounds: no difference resolved")
 
     out: dict[str, Any] = {
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
@@ -604,6 +628,7 @@ def report(results: dict[str, dict[str, list[Phase]]], args: argparse.Namespace,
         "load": {"litellm": a, "bff": b},
         "added_ms": {"p50": added_p50, "p99": added_p99, "per_round_p50": pairs_p50, "per_round_p99": pairs_p99},
         "noise_ms": {"straight_p50_spread": spread_p50, "straight_p99_spread": spread_p99},
+        "littles_law_added_mean_ms": little,
         "targets_ms": {"p50": TARGET_P50_MS, "p99": TARGET_P99_MS},
         "verdict": {"p50": verdict(added_p50, TARGET_P50_MS), "p99": verdict(added_p99, TARGET_P99_MS)},
         "rounds": [p.summary() for name in ("litellm", "bff") for p in load[name]],
@@ -621,16 +646,20 @@ def report(results: dict[str, dict[str, list[Phase]]], args: argparse.Namespace,
     bff_cpu_ms = b["cpu_ms_per_request"]["bff"]
     litellm_cpu_ms = b["cpu_ms_per_request"]["litellm"]
     busiest = max(("bff", "litellm", "provider", "loadgen"), key=lambda n: b["cpu_percent_of_one_core"][n])
-    total_cpu = sum(b["cpu_percent_of_one_core"].values())
+    total_cpu = sum(v for n, v in b["cpu_percent_of_one_core"].items() if n != "other")
     ceiling = 1000 / bff_cpu_ms if bff_cpu_ms > 0 else math.inf
     print(f"\nThroughput ceiling at concurrency {args.concurrency}:")
     print(f"  straight to LiteLLM {a['rps']:.1f} req/s, through the BFF {b['rps']:.1f} req/s "
           f"({100 * b['rps'] / a['rps']:.0f}% of straight)")
     print(f"  through the BFF, the busiest process is {busiest} "
-          f"({b['cpu_percent_of_one_core'][busiest]:.0f}% of one core); all processes together use {total_cpu:.0f}% "
-          f"of the {os.cpu_count()} cores' {100 * (os.cpu_count() or 1)}%")
+          f"({b['cpu_percent_of_one_core'][busiest]:.0f}% of one core); the benchmark's processes together use "
+          f"{total_cpu:.0f}% of the {os.cpu_count()} cores' {100 * (os.cpu_count() or 1)}%, other jobs "
+          f"{b['cpu_percent_of_one_core']['other']:.0f}%")
     if busiest == "litellm":
         print("  -> LiteLLM (one process, one event loop) is the bottleneck, not the BFF.")
+        straight_ms = a["cpu_ms_per_request"]["litellm"]
+        print(f"     Saturated, it serves about 1000 / its CPU ms per request: LiteLLM used {straight_ms:.3f} ms per request "
+              f"straight and {litellm_cpu_ms:.3f} ms through the BFF ({100 * (litellm_cpu_ms / straight_ms - 1):+.0f}%).")
     print(f"  BFF CPU {bff_cpu_ms:.3f} ms per request -> its own ceiling is about {ceiling:.0f} req/s on one free core "
           f"(LiteLLM: {litellm_cpu_ms:.3f} ms per request -> about {1000 / litellm_cpu_ms:.0f} req/s)")
     loadgen_pct = b["cpu_percent_of_one_core"]["loadgen"]
@@ -665,8 +694,12 @@ def main() -> int:
     args = parser.parse_args()
     if min(args.concurrency, args.requests, args.rounds) < 1:
         parser.error("--concurrency, --requests and --rounds must be at least 1")
+    if not LITELLM_BIN.exists():
+        print(f"FAILED: no LiteLLM at {LITELLM_BIN} (set LITELLM_BIN)", file=sys.stderr)
+        return 1
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started with SIGINT ignored
     began = time.monotonic()
     deadline = began + args.max_seconds
     try:

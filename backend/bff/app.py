@@ -27,7 +27,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await services.aclose()
 
-    app = FastAPI(title="LLM gateway BFF", version="0.1.0", lifespan=lifespan, responses=ERROR_RESPONSES)
+    app = FastAPI(
+        title="LLM gateway BFF",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+        # FastAPI's own OpenTelemetry layer would cost CPU on every request and add spans
+        # of its own; the gateway records exactly one span per request itself.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.services = services
     install_error_handlers(app)
     for module in (health, openai_compat, catalog, product_chat):

@@ -57,11 +57,12 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            record = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                **asdict(fields),
-            }
-            log.info(json.dumps({k: v for k, v in record.items() if v is not None}))
+            if log.isEnabledFor(logging.INFO):
+                record = {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    **asdict(fields),
+                }
+                log.info(json.dumps({k: v for k, v in record.items() if v is not None}))

@@ -44,17 +44,18 @@ class Services:
         await self.role_source.aclose()
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are `async` on purpose: FastAPI runs plain functions on a worker thread.
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_log_fields(request: Request) -> RequestLogFields:
+async def get_log_fields(request: Request) -> RequestLogFields:
     return request.state.log
 
 
 async def get_principal(request: Request) -> Principal:
-    principal = await get_services(request).authenticator.authenticate(request)
-    get_log_fields(request).principal_id = principal.user_id or "service"
+    principal = await request.app.state.services.authenticator.authenticate(request)
+    request.state.log.principal_id = principal.user_id or "service"
     return principal
 
 
