@@ -5,6 +5,7 @@ Nothing in the chat path is mocked: requests go test -> BFF (uvicorn) -> LiteLLM
 """
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -100,7 +101,17 @@ BffFactory = Callable[..., Bff]
 
 
 @pytest.fixture(scope="session")
-def bff_factory(litellm_url: str, openwebui: tuple[ThreadServer, FakeOpenWebUIState]) -> Iterator[BffFactory]:
+def clickhouse_url() -> str:
+    """One embedded ClickHouse per test run (chdb allows one data path per process)."""
+    path = OUTPUT / "clickhouse"
+    shutil.rmtree(path, ignore_errors=True)
+    return f"chdb://{path}"
+
+
+@pytest.fixture(scope="session")
+def bff_factory(
+    litellm_url: str, openwebui: tuple[ThreadServer, FakeOpenWebUIState], clickhouse_url: str
+) -> Iterator[BffFactory]:
     """Starts a real BFF (uvicorn, own port) with the test defaults plus overrides."""
     servers: list[ThreadServer] = []
 
@@ -116,6 +127,9 @@ def bff_factory(litellm_url: str, openwebui: tuple[ThreadServer, FakeOpenWebUISt
             "forward_user_info_header_jwt_secret": FORWARD_SECRET,
             "policy_file": ROOT / "config" / "policy.yaml",
             "upstream_timeout_seconds": 20.0,
+            "clickhouse_url": clickhouse_url,
+            "clickhouse_schema_dir": ROOT / "config" / "clickhouse",
+            "span_export_interval_ms": 100,
             **overrides,
         }
         settings = Settings(**values)

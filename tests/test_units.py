@@ -5,6 +5,7 @@ from starlette.requests import Request
 
 from bff.errors import ApiError
 from bff.identity.principal import AuthMethod, Principal, Role
+from bff.request_context import RequestRecord
 from bff.upstream.chat import upstream_body, upstream_headers, usage_from_stream_tail
 from bff.upstream.errors import error_from_status
 
@@ -26,7 +27,7 @@ def test_only_trace_headers_travel_to_litellm() -> None:
                 "cookie": "token=abc",
             }
         ),
-        "req-1",
+        RequestRecord(request_id="req-1"),
     )
     assert headers == {
         "content-type": "application/json",

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from bff.errors import ErrorResponse, install_error_handlers
-from bff.request_log import REQUEST_ID_HEADER, RequestLogMiddleware
+from bff.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
 from bff.routes import catalog, health, openai_compat, product_chat
 from bff.services import Services
 from bff.settings import Settings
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-request-id", "traceparent", "tracestate"],
             expose_headers=[REQUEST_ID_HEADER, "retry-after"],
         )
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestContextMiddleware, telemetry=services.telemetry)
     logging.getLogger("bff").setLevel(settings.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines duplicate the access log
     return app

@@ -92,14 +92,24 @@ _STATUS_TYPES = {
 }
 
 
+def _note_error(request: Request, code: str) -> None:
+    """The error code lands in the request's span and access-log line."""
+    record = getattr(request.state, "record", None)
+    if record is not None:
+        record.error_type = code
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        _note_error(request, exc.code)
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return bad_request(validation_message(exc)).response()
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = bad_request(validation_message(exc))
+        _note_error(request, error.code)
+        return error.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -108,6 +118,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return ApiError(exc.status_code, message, type_, code, dict(exc.headers or {})).response()
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
+        _note_error(request, "internal_error")
         return ApiError(500, "internal error", "internal_error", "internal_error").response()

@@ -5,13 +5,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from bff.clickhouse import ClickHouseStore
 from bff.identity.authenticate import Authenticator
 from bff.identity.principal import Principal
 from bff.identity.role_sources import RoleSource, build_role_source
 from bff.policy.access import AccessPolicy
 from bff.policy.model import load_policy
-from bff.request_log import RequestLogFields
+from bff.request_context import RequestRecord
 from bff.settings import Settings
+from bff.telemetry.tracing import Telemetry
 from bff.upstream.catalog import CatalogCache
 from bff.upstream.litellm import LiteLLMClient
 
@@ -24,12 +26,15 @@ class Services:
     access: AccessPolicy
     litellm: LiteLLMClient
     catalog: CatalogCache
+    store: ClickHouseStore
+    telemetry: Telemetry
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
         access = AccessPolicy(load_policy(settings.policy_file))  # invalid policy: refuse to start
         role_source = build_role_source(settings)
         litellm = LiteLLMClient(settings)
+        store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_schema_dir)
         return cls(
             settings=settings,
             role_source=role_source,
@@ -37,11 +42,15 @@ class Services:
             access=access,
             litellm=litellm,
             catalog=CatalogCache(litellm, settings.catalog_ttl_seconds),
+            store=store,
+            telemetry=Telemetry(settings, store),
         )
 
     async def aclose(self) -> None:
         await self.litellm.aclose()
         await self.role_source.aclose()
+        self.telemetry.shutdown()  # flushes the last spans
+        self.store.close()
 
 
 # Dependencies are `async` on purpose: FastAPI runs plain functions on a worker thread.
@@ -49,16 +58,16 @@ async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def get_log_fields(request: Request) -> RequestLogFields:
-    return request.state.log
+async def get_record(request: Request) -> RequestRecord:
+    return request.state.record
 
 
 async def get_principal(request: Request) -> Principal:
     principal = await request.app.state.services.authenticator.authenticate(request)
-    request.state.log.principal_id = principal.user_id or "service"
+    request.state.record.principal = principal
     return principal
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-LogFieldsDep = Annotated[RequestLogFields, Depends(get_log_fields)]
+RecordDep = Annotated[RequestRecord, Depends(get_record)]

@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     forward_user_info_header_jwt_secret: SecretStr | None = None
     trust_forwarded_user_headers: bool = False
 
+    # Usage store and telemetry
+    clickhouse_url: str = Field(
+        default_factory=lambda: f"chdb://{Path('.data/clickhouse').resolve()}",
+        description="chdb:///abs/path (embedded engine) or http(s)://user:password@host:8123",
+    )
+    clickhouse_schema_dir: Path = Path("config/clickhouse")
+    otel_service_name: str = "llm-bff"
+    otel_exporter_otlp_endpoint: str | None = None  # set: spans go to the collector over OTLP/HTTP
+    span_export_interval_ms: int = Field(default=1000, gt=0)
+    span_buffer_max: int = Field(default=50_000, gt=0, description="spans kept while ClickHouse is down")
+
     # Policy and request limits
     policy_file: Path = Path("config/policy.yaml")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)

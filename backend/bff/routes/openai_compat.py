@@ -1,42 +1,52 @@
 """The OpenAI-compatible surface that Open-WebUI, scripts and SDKs use unchanged."""
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from bff.errors import bad_request
 from bff.identity.principal import Principal
 from bff.policy.model import Permission
 from bff.policy.models import authorize_model, visible_models
+from bff.request_context import RequestRecord
 from bff.routes.body import read_json_object, validate_body
-from bff.services import LogFieldsDep, PrincipalDep, Services, ServicesDep
+from bff.services import PrincipalDep, RecordDep, Services, ServicesDep
 from bff.upstream import chat
-from bff.upstream.catalog import ModelEntry
+from bff.upstream.catalog import Catalog, ModelEntry
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
+CONTEXT_HEADER = "x-llm-context"
+_CONTEXT = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+
 
 async def prepare_chat(
-    request: Request, services: Services, principal: Principal
-) -> tuple[dict[str, Any], chat.ChatRequest, ModelEntry]:
-    """Shared by every chat route: permission, bounded body, validation, model access."""
+    request: Request, services: Services, principal: Principal, record: RequestRecord
+) -> tuple[dict[str, Any], chat.ChatRequest, ModelEntry, Catalog]:
+    """Shared by every chat route: permission, tag, bounded body, validation, model access."""
     services.access.require(principal, Permission.chat)
+    context = request.headers.get(CONTEXT_HEADER)
+    if context is not None and not _CONTEXT.match(context):
+        raise bad_request("invalid header 'X-LLM-Context': 1-64 characters of letters, digits and . _ : -")
+    record.context = context
     payload = await read_json_object(request, services.settings.max_request_bytes)
     parsed = validate_body(chat.ChatRequest, payload)
-    request.state.log.model = parsed.model
-    entry = authorize_model(services.access, await services.catalog.get(), principal, parsed.model)
-    return payload, parsed, entry
+    record.model, record.stream = parsed.model, parsed.stream
+    catalog = await services.catalog.get()
+    entry = authorize_model(services.access, catalog, principal, parsed.model)
+    return payload, parsed, entry, catalog
 
 
 @router.post("/chat/completions", summary="Chat completion (OpenAI-compatible, streaming or not)")
-async def chat_completions(request: Request, services: ServicesDep, principal: PrincipalDep, fields: LogFieldsDep) -> Response:
-    payload, parsed, _ = await prepare_chat(request, services, principal)
+async def chat_completions(request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep) -> Response:
+    payload, parsed, _, catalog = await prepare_chat(request, services, principal, record)
     body = chat.upstream_body(payload, principal, parsed.stream)
-    headers = chat.upstream_headers(request, fields.request_id)
+    headers = chat.upstream_headers(request, record)
     if parsed.stream:
-        return await chat.open_stream(services.litellm, body, headers, fields)
-    upstream, answer = await chat.complete(services.litellm, body, headers)
-    chat.record_usage(fields, answer.get("usage"))
+        return await chat.open_stream(services.litellm, body, headers, record, catalog)
+    upstream, _ = await chat.complete(services.litellm, body, headers, record, catalog)
     return chat.json_response(upstream)
 
 

@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 
 from bff.errors import bad_request
 from bff.routes.openai_compat import prepare_chat
-from bff.services import LogFieldsDep, PrincipalDep, ServicesDep
+from bff.request_context import RequestRecord
+from bff.services import PrincipalDep, RecordDep, ServicesDep
 from bff.upstream import chat
-from bff.upstream.catalog import Catalog, ModelEntry
 
 router = APIRouter(prefix="/api", tags=["product"])
 
@@ -49,39 +49,33 @@ def _content(answer: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) or content is None else str(content)
 
 
-def product_response(
-    upstream: httpx.Response, answer: dict[str, Any], requested: ModelEntry, catalog: Catalog
-) -> ProductChatResponse:
+def product_response(upstream: httpx.Response, answer: dict[str, Any], record: RequestRecord) -> ProductChatResponse:
+    """Built from what the chat path recorded (served group, provider, fallbacks, cost)."""
     headers = upstream.headers
-    deployment = headers.get("x-litellm-model-id", "")
-    served_name = headers.get("x-litellm-model-group") or requested.name
-    served_entry = catalog.get(served_name)
-    served = served_entry.group if served_entry else served_name  # an alias is reported as its group
     return ProductChatResponse(
         id=str(answer.get("id", "")),
-        model=served,
-        requested_model=requested.name,
-        provider=catalog.provider_by_deployment.get(deployment, requested.provider),
+        model=record.model_group or record.model or "",
+        requested_model=record.model or "",
+        provider=record.provider,
         content=_content(answer),
         usage=chat.Usage.model_validate(answer.get("usage") or {}),
         cost=Cost(
             input_cost=_float_header(headers, "x-litellm-response-cost-input"),
             output_cost=_float_header(headers, "x-litellm-response-cost-output"),
-            total_cost=_float_header(headers, "x-litellm-response-cost"),
+            total_cost=float(record.cost_usd or 0),
         ),
-        fallbacks=int(_float_header(headers, "x-litellm-attempted-fallbacks")),
+        fallbacks=record.fallbacks or 0,
         created_at=datetime.fromtimestamp(int(answer.get("created") or 0) or datetime.now(UTC).timestamp(), UTC),
     )
 
 
 @router.post("/chat/completions", response_model=ProductChatResponse, summary="Chat in the product's response shape")
 async def product_chat(
-    request: Request, services: ServicesDep, principal: PrincipalDep, fields: LogFieldsDep
+    request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep
 ) -> ProductChatResponse:
-    payload, parsed, entry = await prepare_chat(request, services, principal)
+    payload, parsed, _, catalog = await prepare_chat(request, services, principal, record)
     if parsed.stream:
         raise bad_request("invalid field 'stream': this route answers in one piece; stream with /v1/chat/completions")
     body = chat.upstream_body(payload, principal, stream=False)
-    upstream, answer = await chat.complete(services.litellm, body, chat.upstream_headers(request, fields.request_id))
-    chat.record_usage(fields, answer.get("usage"))
-    return product_response(upstream, answer, entry, await services.catalog.get())
+    upstream, answer = await chat.complete(services.litellm, body, chat.upstream_headers(request, record), record, catalog)
+    return product_response(upstream, answer, record)

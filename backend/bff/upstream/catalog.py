@@ -41,6 +41,9 @@ class ModelEntry(BaseModel):
 class Catalog(BaseModel):
     models: dict[str, ModelEntry]
     provider_by_deployment: dict[str, str]
+    prices_by_deployment: dict[str, tuple[float | None, float | None]] = Field(
+        default_factory=dict, description="USD per input and per output token, by LiteLLM deployment id"
+    )
 
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
@@ -61,12 +64,15 @@ def build_catalog(model_info: list[dict[str, Any]], openai_models: list[dict[str
     objects = {obj.get("id"): obj for obj in openai_models}
     models: dict[str, ModelEntry] = {}
     providers: dict[str, str] = {}
+    prices: dict[str, tuple[float | None, float | None]] = {}
     for name, infos in by_name.items():
         first = infos[0]
         ids = [info["id"] for info in infos if info.get("id")]
         for info in infos:
-            if info.get("id") and info.get("litellm_provider"):
-                providers[info["id"]] = info["litellm_provider"]
+            if info.get("id"):
+                prices[info["id"]] = (info.get("input_cost_per_token"), info.get("output_cost_per_token"))
+                if info.get("litellm_provider"):
+                    providers[info["id"]] = info["litellm_provider"]
         models[name] = ModelEntry(
             name=name,
             group=group_of_deployment.get(ids[0], name) if ids else name,
@@ -79,7 +85,7 @@ def build_catalog(model_info: list[dict[str, Any]], openai_models: list[dict[str
             deployment_ids=ids,
             openai_object=objects.get(name) or {"id": name, "object": "model", "created": 0, "owned_by": "litellm"},
         )
-    return Catalog(models=models, provider_by_deployment=providers)
+    return Catalog(models=models, provider_by_deployment=providers, prices_by_deployment=prices)
 
 
 class CatalogCache:

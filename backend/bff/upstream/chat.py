@@ -2,6 +2,7 @@
 
 import json
 import logging
+from decimal import Decimal, InvalidOperation
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,9 @@ from starlette.types import Receive, Scope, Send
 
 from bff.errors import bad_gateway
 from bff.identity.principal import Principal
-from bff.request_log import RequestLogFields
+from bff.request_context import RequestRecord
+from bff.telemetry.tracing import Telemetry
+from bff.upstream.catalog import Catalog
 from bff.upstream.errors import error_from_transport, stream_error_event
 from bff.upstream.litellm import LiteLLMClient
 
@@ -61,11 +64,13 @@ def upstream_body(payload: dict[str, Any], principal: Principal, stream: bool) -
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def upstream_headers(request: Request, request_id: str) -> dict[str, str]:
-    headers = {"content-type": "application/json", "x-request-id": request_id}
+def upstream_headers(request: Request, record: RequestRecord) -> dict[str, str]:
+    headers = {"content-type": "application/json", "x-request-id": record.request_id}
     for name in FORWARDED_REQUEST_HEADERS:
         if value := request.headers.get(name):
             headers[name] = value
+    # The gateway span is the parent of LiteLLM's work (it already joined the caller's trace).
+    headers.update(Telemetry.traceparent(record.span))
     return headers
 
 
@@ -73,15 +78,52 @@ def passed_headers(upstream: httpx.Response) -> dict[str, str]:
     return {name: upstream.headers[name] for name in PASSED_RESPONSE_HEADERS if name in upstream.headers}
 
 
-def record_usage(fields: RequestLogFields, usage: dict[str, Any] | None) -> None:
+def _int_header(upstream: httpx.Response, name: str) -> int | None:
+    value = upstream.headers.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def note_served(record: RequestRecord, upstream: httpx.Response, catalog: Catalog) -> None:
+    """What LiteLLM says actually served the request (after retries and fallbacks)."""
+    served = upstream.headers.get("x-litellm-model-group") or record.model or ""
+    entry = catalog.get(served)
+    record.model_group = entry.group if entry else served  # an alias is recorded as its group
+    record.deployment_id = upstream.headers.get("x-litellm-model-id")
+    record.provider = catalog.provider_by_deployment.get(record.deployment_id or "", entry.provider if entry else None)
+    record.retries = _int_header(upstream, "x-litellm-attempted-retries")
+    record.fallbacks = _int_header(upstream, "x-litellm-attempted-fallbacks")
+
+
+def record_usage(record: RequestRecord, usage: dict[str, Any] | None) -> Usage | None:
     if not usage:
-        return
+        return None
     parsed = Usage.model_validate(usage)
-    fields.prompt_tokens, fields.completion_tokens, fields.total_tokens = (
-        parsed.prompt_tokens,
-        parsed.completion_tokens,
-        parsed.total_tokens,
-    )
+    record.prompt_tokens = parsed.prompt_tokens
+    record.completion_tokens = parsed.completion_tokens
+    record.total_tokens = parsed.total_tokens
+    return parsed
+
+
+def decimal_cost(value: str | float | None) -> Decimal | None:
+    """Exact decimal from LiteLLM's float text (e.g. '2.4999999999999998e-05')."""
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def stream_cost(usage: Usage, catalog: Catalog, record: RequestRecord) -> Decimal | None:
+    """LiteLLM sends no cost header on streams: tokens x the prices from /model/info."""
+    prices = catalog.prices_by_deployment.get(record.deployment_id or "")
+    if prices is None:
+        entry = catalog.get(record.model_group or "")
+        prices = (entry.input_cost_per_token, entry.output_cost_per_token) if entry else (None, None)
+    input_price, output_price = (decimal_cost(price) for price in prices)
+    if input_price is None or output_price is None:
+        return None
+    return input_price * usage.prompt_tokens + output_price * usage.completion_tokens
 
 
 def usage_from_stream_tail(tail: bytes) -> dict[str, Any] | None:
@@ -97,7 +139,9 @@ def usage_from_stream_tail(tail: bytes) -> dict[str, Any] | None:
     return None
 
 
-async def complete(client: LiteLLMClient, body: bytes, headers: dict[str, str]) -> tuple[httpx.Response, dict[str, Any]]:
+async def complete(
+    client: LiteLLMClient, body: bytes, headers: dict[str, str], record: RequestRecord, catalog: Catalog
+) -> tuple[httpx.Response, dict[str, Any]]:
     response = await client.chat(body, headers)
     try:
         parsed = response.json()
@@ -105,6 +149,9 @@ async def complete(client: LiteLLMClient, body: bytes, headers: dict[str, str]) 
         raise bad_gateway() from None
     if not isinstance(parsed, dict):
         raise bad_gateway()
+    note_served(record, response, catalog)
+    record_usage(record, parsed.get("usage"))
+    record.cost_usd = decimal_cost(response.headers.get("x-litellm-response-cost"))
     return response, parsed
 
 
@@ -134,21 +181,29 @@ class PassThroughStream(StreamingResponse):
 
 
 async def open_stream(
-    client: LiteLLMClient, body: bytes, headers: dict[str, str], fields: RequestLogFields
+    client: LiteLLMClient, body: bytes, headers: dict[str, str], record: RequestRecord, catalog: Catalog
 ) -> PassThroughStream:
     upstream = await client.open_chat_stream(body, headers)  # errors before the first byte are plain JSON errors
+    note_served(record, upstream, catalog)
+
+    def settle(tail: bytes) -> None:
+        usage = record_usage(record, usage_from_stream_tail(tail))
+        if usage is not None:
+            record.cost_usd = stream_cost(usage, catalog, record)
 
     async def relay() -> AsyncIterator[bytes]:
         tail = b""
         try:
             async for chunk in upstream.aiter_raw():
+                if record.ttft_ms is None:
+                    record.ttft_ms = record.elapsed_ms()
                 tail = (tail + chunk)[-STREAM_TAIL_BYTES:]
                 yield chunk
         except httpx.HTTPError as exc:
             log.warning("stream from LiteLLM failed mid-way: %s", type(exc).__name__)
             yield stream_error_event(error_from_transport(exc))
         finally:
-            record_usage(fields, usage_from_stream_tail(tail))
+            settle(tail)
             await upstream.aclose()
 
     return PassThroughStream(

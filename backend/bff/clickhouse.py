@@ -1,0 +1,92 @@
+"""The ClickHouse store: one clickhouse-connect client for the embedded engine (chdb://)
+or a server (http(s)://), the schema from config/clickhouse/, and thread-safe access.
+
+Calls are blocking; async code goes through `run` (a worker thread) so the event
+loop never waits on ClickHouse.
+"""
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger("bff.clickhouse")
+
+T = TypeVar("T")
+_LOCKS: dict[str, threading.Lock] = {}  # one per store URL: an embedded engine is shared per process
+_LOCKS_GUARD = threading.Lock()
+
+
+def _statements(sql: str) -> list[str]:
+    without_comments = re.sub(r"--[^\n]*", "", sql)
+    return [statement.strip() for statement in without_comments.split(";") if statement.strip()]
+
+
+class StoreUnavailable(Exception):
+    """ClickHouse could not be reached or refused the statement."""
+
+
+class ClickHouseStore:
+    def __init__(self, url: str, schema_dir: Path):
+        self.url = url
+        self._schema_dir = schema_dir
+        self._client: Client | None = None
+        with _LOCKS_GUARD:
+            self._lock = _LOCKS.setdefault(url, threading.Lock())
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.startswith("chdb:")
+
+    def _connected(self) -> Client:
+        """Connects and applies the schema on first use, so a store that is down at
+        start-up does not stop the BFF: chat keeps working and this retries later."""
+        if self._client is None:
+            try:
+                client = clickhouse_connect.get_client(dsn=self.url)
+                for path in sorted(self._schema_dir.glob("*.sql")):
+                    for statement in _statements(path.read_text()):
+                        client.command(statement)
+            except Exception as exc:  # the driver raises many kinds; all mean "not usable now"
+                raise StoreUnavailable(type(exc).__name__) from exc
+            self._client = client
+        return self._client
+
+    def call(self, action: Callable[[Client], T]) -> T:
+        with self._lock:
+            try:
+                return action(self._connected())
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                if not self.embedded:
+                    self._client = None  # reconnect next time
+                raise StoreUnavailable(type(exc).__name__) from exc
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.call(lambda client: list(client.query(sql, parameters=parameters or {}).named_results()))
+
+    def insert_columns(self, table: str, column_names: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
+        self.call(lambda client: client.insert(table, list(columns), column_names=list(column_names), column_oriented=True))
+
+    async def run(self, action: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(action)
+
+    async def problem(self) -> str | None:
+        try:
+            await self.run(lambda: self.query("SELECT 1"))
+        except StoreUnavailable as exc:
+            return f"unreachable ({exc})"
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None and not self.embedded:
+                self._client.close()
+            self._client = None

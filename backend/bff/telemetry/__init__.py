@@ -1,0 +1,1 @@
+"""One span per gateway request, exported off the request path to ClickHouse or OTLP."""

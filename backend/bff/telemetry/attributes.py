@@ -1,0 +1,32 @@
+"""Span attribute names: OpenTelemetry semantic conventions where they exist, `gateway.*` for the rest.
+
+config/clickhouse/002_gateway_requests.sql extracts exactly these into typed columns.
+Values are strings in ClickHouse; the cost is a plain decimal string so sums stay exact.
+"""
+
+# Semantic conventions (gen_ai.*, enduser, session, http, error)
+OPERATION_NAME = "gen_ai.operation.name"  # chat
+REQUEST_MODEL = "gen_ai.request.model"  # the model name the caller asked for
+RESPONSE_MODEL = "gen_ai.response.model"  # the model group that served (after fallback)
+PROVIDER = "gen_ai.provider.name"  # openai, anthropic, gemini, ollama_chat, ...
+INPUT_TOKENS = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+USER_ID = "enduser.id"  # Open-WebUI user id
+SESSION_ID = "session.id"  # Open-WebUI chat id, when Open-WebUI forwards it
+HTTP_STATUS = "http.response.status_code"
+ERROR_TYPE = "error.type"  # the error code of the gateway's error body
+
+# The gateway's own namespace
+OPERATION = "gateway.operation"  # present on every gateway span: the ClickHouse view keys on it
+ROUTE = "gateway.route"
+REQUEST_ID = "gateway.request_id"
+DEPLOYMENT_ID = "gateway.deployment_id"  # LiteLLM's x-litellm-model-id
+TOTAL_TOKENS = "gateway.usage.total_tokens"
+COST_USD = "gateway.cost.usd"  # decimal string, e.g. "0.000025"
+ROLE = "gateway.user.role"
+AUTH_METHOD = "gateway.auth.method"
+CONTEXT = "gateway.context"  # caller-supplied tag, header X-LLM-Context
+STREAM = "gateway.stream"  # "true" | "false"
+TTFT_MS = "gateway.ttft_ms"  # time to first streamed byte, milliseconds
+RETRIES = "gateway.retries"
+FALLBACKS = "gateway.fallbacks"

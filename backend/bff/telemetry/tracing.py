@@ -1,0 +1,83 @@
+"""The tracer provider of one BFF process and the one span of each gateway request."""
+
+import logging
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagate import extract
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Span, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from bff.clickhouse import ClickHouseStore
+from bff.settings import Settings
+from bff.telemetry import attributes as attr
+from bff.telemetry.clickhouse_exporter import ClickHouseSpanExporter, ExportState
+
+log = logging.getLogger("bff.telemetry")
+
+SCOPE = "llm_bff"
+# Paths whose requests are gateway operations: each gets exactly one span, refused ones too.
+GATEWAY_OPERATIONS = {
+    "/v1/chat/completions": "chat",
+    "/api/chat/completions": "chat",
+}
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class Telemetry:
+    def __init__(self, settings: Settings, store: ClickHouseStore):
+        self.provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
+        self.clickhouse_exporter: ClickHouseSpanExporter | None = None
+        exporter: SpanExporter
+        if settings.otel_exporter_otlp_endpoint:
+            exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* from the environment
+        else:
+            exporter = self.clickhouse_exporter = ClickHouseSpanExporter(store, settings.span_buffer_max)
+        self.provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter,
+                max_queue_size=settings.span_buffer_max,
+                schedule_delay_millis=settings.span_export_interval_ms,
+            )
+        )
+        self._tracer = self.provider.get_tracer(SCOPE, "0.1.0")
+
+    def start(self, path: str, headers: dict[str, str]) -> Span | None:
+        operation = GATEWAY_OPERATIONS.get(path)
+        if operation is None:
+            return None
+        span = self._tracer.start_span(
+            f"gateway {operation}",
+            context=extract(headers),  # join the caller's trace when it sends traceparent
+            kind=SpanKind.SERVER,
+            attributes={attr.OPERATION: operation, attr.OPERATION_NAME: operation, attr.ROUTE: path},
+        )
+        assert isinstance(span, Span)
+        return span
+
+    @staticmethod
+    def finish(span: Span, attributes: dict[str, Any], status: int) -> None:
+        span.set_attributes({key: value for key, value in attributes.items() if value is not None})
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    @staticmethod
+    def traceparent(span: Span | None) -> dict[str, str]:
+        """Headers that make LiteLLM's spans children of the gateway span."""
+        carrier: dict[str, str] = {}
+        if span is not None:
+            _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
+        return carrier
+
+    def export_state(self) -> ExportState | None:
+        return self.clickhouse_exporter.state() if self.clickhouse_exporter else None
+
+    def flush(self) -> None:
+        self.provider.force_flush()
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()

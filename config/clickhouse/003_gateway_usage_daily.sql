@@ -1,0 +1,41 @@
+-- Daily rollup the dashboards and per-user budgets read: one row per day and dimension set,
+-- sums plus latency quantile states. Kept 5 years.
+CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily (
+    Day Date,
+    UserId String,
+    Role LowCardinality(String),
+    ModelGroup LowCardinality(String),
+    Provider LowCardinality(String),
+    Context LowCardinality(String),
+    Operation LowCardinality(String),
+    Requests SimpleAggregateFunction(sum, UInt64),
+    Errors SimpleAggregateFunction(sum, UInt64),
+    InputTokens SimpleAggregateFunction(sum, UInt64),
+    OutputTokens SimpleAggregateFunction(sum, UInt64),
+    CostUsd SimpleAggregateFunction(sum, Decimal(38, 18)),
+    Fallbacks SimpleAggregateFunction(sum, UInt64),
+    LatencyMs AggregateFunction(quantiles(0.5, 0.95, 0.99), Float64)
+) ENGINE = AggregatingMergeTree()
+PARTITION BY toYYYYMM(Day)
+ORDER BY (Day, UserId, ModelGroup, Provider, Context, Operation, Role)
+TTL Day + toIntervalDay(1825);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS otel.gateway_usage_daily_mv
+TO otel.gateway_usage_daily
+AS SELECT
+    toDate(Timestamp) AS Day,
+    UserId,
+    Role,
+    ModelGroup,
+    Provider,
+    Context,
+    Operation,
+    toUInt64(count()) AS Requests,
+    toUInt64(countIf(HttpStatus >= 400)) AS Errors,
+    sum(InputTokens) AS InputTokens,
+    sum(OutputTokens) AS OutputTokens,
+    sum(CostUsd) AS CostUsd,
+    toUInt64(sum(Fallbacks)) AS Fallbacks,
+    quantilesState(0.5, 0.95, 0.99)(LatencyMs) AS LatencyMs
+FROM otel.gateway_requests
+GROUP BY Day, UserId, Role, ModelGroup, Provider, Context, Operation;
