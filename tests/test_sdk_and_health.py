@@ -45,10 +45,13 @@ def test_health_and_readiness(bff: Bff, bff_factory: BffFactory) -> None:
         assert client.get("/health").json() == {"status": "ok"}
         ready = client.get("/health/ready")
     assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
     assert ready.json()["dependencies"] == {
         "litellm": {"status": "ok", "detail": None},
         "open_webui_api": {"status": "ok", "detail": None},
+        "clickhouse": {"status": "ok", "detail": None},
     }
+    assert ready.json()["spans"]["dropped"] == 0
     broken = bff_factory(litellm_url=f"http://127.0.0.1:{free_port()}", open_webui_url=f"http://127.0.0.1:{free_port()}")
     with broken.client() as client:
         not_ready = client.get("/health/ready")

@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from bff.errors import ErrorResponse, install_error_handlers
 from bff.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
-from bff.routes import catalog, health, openai_compat, product_chat
+from bff.routes import catalog, health, openai_compat, product_chat, usage
 from bff.services import Services
 from bff.settings import Settings
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (health, openai_compat, catalog, product_chat):
+    for module in (health, openai_compat, catalog, product_chat, usage):
         app.include_router(module.router)
     if settings.cors_allow_origins:
         app.add_middleware(

@@ -46,7 +46,8 @@ AS SELECT
     SpanAttributes['gateway.operation'] AS Operation,
     SpanAttributes['gateway.route'] AS Route,
     SpanAttributes['gen_ai.request.model'] AS RequestedModel,
-    SpanAttributes['gen_ai.response.model'] AS ModelGroup,
+    -- the served group; a refused request has none, so it counts under the requested model
+    if(SpanAttributes['gen_ai.response.model'] != '', SpanAttributes['gen_ai.response.model'], SpanAttributes['gen_ai.request.model']) AS ModelGroup,
     SpanAttributes['gen_ai.provider.name'] AS Provider,
     SpanAttributes['gateway.deployment_id'] AS DeploymentId,
     SpanAttributes['enduser.id'] AS UserId,

@@ -5,7 +5,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bff.services import ServicesDep
 
@@ -17,9 +17,19 @@ class DependencyState(BaseModel):
     detail: str | None = None
 
 
+class SpanExport(BaseModel):
+    pending: int = Field(description="spans waiting for ClickHouse")
+    dropped: int = Field(description="spans lost because the buffer was full")
+    last_error: str | None
+
+
 class Readiness(BaseModel):
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "degraded", "not_ready"] = Field(
+        description="not_ready: chat cannot work (LiteLLM or the role source is down); "
+        "degraded: chat works but usage data is delayed (ClickHouse is down)"
+    )
     dependencies: dict[str, DependencyState]
+    spans: SpanExport | None = Field(description="the ClickHouse span exporter (absent when exporting over OTLP)")
 
 
 @router.get("/health", summary="Liveness: the process answers")
@@ -29,11 +39,28 @@ async def health() -> dict[str, str]:
 
 @router.get("/health/ready", response_model=Readiness, summary="Readiness: every dependency answers")
 async def ready(services: ServicesDep) -> JSONResponse:
-    litellm_problem, roles_problem = await asyncio.gather(services.litellm.is_alive(), services.role_source.problem())
+    litellm_problem, roles_problem, store_problem = await asyncio.gather(
+        services.litellm.is_alive(), services.role_source.problem(), services.store.problem()
+    )
     dependencies = {
-        "litellm": DependencyState(status="down" if litellm_problem else "ok", detail=litellm_problem),
-        services.role_source.name: DependencyState(status="down" if roles_problem else "ok", detail=roles_problem),
+        "litellm": _state(litellm_problem),
+        services.role_source.name: _state(roles_problem),
+        "clickhouse": _state(store_problem),
     }
-    is_ready = all(dep.status == "ok" for dep in dependencies.values())
-    body = Readiness(status="ready" if is_ready else "not_ready", dependencies=dependencies)
-    return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
+    export = services.telemetry.export_state()
+    if litellm_problem or roles_problem:
+        status = "not_ready"
+    elif store_problem or (export is not None and export.last_error):
+        status = "degraded"
+    else:
+        status = "ready"
+    body = Readiness(
+        status=status,
+        dependencies=dependencies,
+        spans=SpanExport.model_validate(export.model_dump()) if export else None,
+    )
+    return JSONResponse(body.model_dump(), status_code=503 if status == "not_ready" else 200)
+
+
+def _state(problem: str | None) -> DependencyState:
+    return DependencyState(status="down" if problem else "ok", detail=problem)

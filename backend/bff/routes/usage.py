@@ -1,0 +1,118 @@
+"""Usage and cost API over the gateway's spans. Users see their own usage, admins everyone's."""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from bff.clickhouse import StoreUnavailable
+from bff.errors import forbidden, unavailable
+from bff.identity.principal import Principal
+from bff.policy.model import Permission
+from bff.services import PrincipalDep, Services, ServicesDep
+from bff.usage import queries
+from bff.usage.models import (
+    BreakdownResponse,
+    Bucket,
+    Dimension,
+    SessionRequest,
+    SessionResponse,
+    SummaryResponse,
+    TimeseriesResponse,
+)
+
+router = APIRouter(prefix="/api/usage", tags=["usage"])
+T = TypeVar("T")
+Text = Annotated[str | None, Query(max_length=256)]
+
+
+def usage_query(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    from_: Annotated[datetime | None, Query(alias="from", description="start (ISO 8601); default: 7 days before 'to'")] = None,
+    to: Annotated[datetime | None, Query(description="end (ISO 8601, exclusive); default: now")] = None,
+    model: Text = None,
+    user: Text = None,
+    provider: Text = None,
+    context: Text = None,
+    status: Annotated[str | None, Query(max_length=5, description="'ok', 'error' or an HTTP status")] = None,
+) -> queries.UsageQuery:
+    """The caller's filters, with the user filter forced to the caller unless they may read everyone's usage."""
+    if principal.is_service_only:
+        raise forbidden("a service key without a forwarded user cannot read usage", "user_identity_required")
+    if not services.access.has(principal, Permission.usage_all):
+        services.access.require(principal, Permission.usage_own)
+        if user is not None and user != principal.user_id:
+            raise forbidden("you may only read your own usage", "usage_of_others")
+        user = principal.user_id
+    return queries.UsageQuery.build(from_, to, model=model, user=user, provider=provider, context=context, status=status)
+
+
+QueryDep = Annotated[queries.UsageQuery, Depends(usage_query)]
+
+
+async def _run(services: Services, work: Callable[[], T]) -> T:
+    try:
+        return await services.store.run(work)
+    except StoreUnavailable:
+        raise unavailable("the usage store (ClickHouse) is unavailable; chat is not affected", "usage_store_unavailable") from None
+
+
+def _fetch(services: Services, sql: str, params: dict[str, Any]) -> Callable[[], list[dict[str, Any]]]:
+    return lambda: services.store.query(sql, params)
+
+
+@router.get("/summary", response_model=SummaryResponse, summary="Totals over a time range")
+async def summary(services: ServicesDep, query: QueryDep) -> SummaryResponse:
+    sql, params, source = queries.summary_sql(query)
+    rows = await _run(services, _fetch(services, sql, params))
+    return SummaryResponse(
+        range=query.range(), filters=query.applied(), source=queries.source_name(source), totals=queries.summary_result(rows)
+    )
+
+
+@router.get("/timeseries", response_model=TimeseriesResponse, summary="Totals per time bucket")
+async def timeseries(services: ServicesDep, query: QueryDep, bucket: Bucket = Bucket.day) -> TimeseriesResponse:
+    sql, params, source = queries.timeseries_sql(query, bucket)
+    rows = await _run(services, _fetch(services, sql, params))
+    return TimeseriesResponse(
+        range=query.range(),
+        filters=query.applied(),
+        source=queries.source_name(source),
+        bucket=bucket,
+        points=queries.timeseries_result(rows),
+    )
+
+
+@router.get("/breakdown", response_model=BreakdownResponse, summary="Totals grouped by one dimension")
+async def breakdown(
+    services: ServicesDep,
+    query: QueryDep,
+    by: Dimension,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_ROWS)] = 50,
+) -> BreakdownResponse:
+    sql, params, source = queries.breakdown_sql(query, by, limit)
+    rows = await _run(services, _fetch(services, sql, params))
+    return BreakdownResponse(
+        range=query.range(), filters=query.applied(), source=queries.source_name(source), by=by, rows=queries.breakdown_result(rows)
+    )
+
+
+@router.get("/sessions/{session_id}", response_model=SessionResponse, summary="One Open-WebUI chat: totals and requests")
+async def session(
+    services: ServicesDep,
+    query: QueryDep,
+    session_id: Annotated[str, Path(min_length=1, max_length=256)],
+) -> SessionResponse:
+    totals_sql, requests_sql, params = queries.session_sql(query, session_id)
+
+    def work() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return services.store.query(totals_sql, params), services.store.query(requests_sql, params)
+
+    totals, requests = await _run(services, work)
+    return SessionResponse(
+        session_id=session_id,
+        totals=queries.summary_result(totals),
+        requests=[SessionRequest.model_validate({**row, "cost_usd": float(row["cost_usd"])}) for row in requests],
+    )

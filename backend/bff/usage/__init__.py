@@ -1,0 +1,1 @@
+"""Usage and cost queries over the gateway's spans in ClickHouse."""

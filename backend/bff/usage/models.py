@@ -1,0 +1,112 @@
+"""Typed requests and answers of the usage API."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Bucket(StrEnum):
+    hour = "hour"
+    day = "day"
+    week = "week"
+    month = "month"
+
+
+class Dimension(StrEnum):
+    model = "model"
+    user = "user"
+    provider = "provider"
+    role = "role"
+    context = "context"
+    status = "status"
+    session = "session"
+
+
+class Percentiles(BaseModel):
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class UsageTotals(BaseModel):
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = Field(0.0, description="exact decimal sum in ClickHouse, sent as a JSON number")
+    fallbacks: int = 0
+    latency_ms: Percentiles = Field(default_factory=Percentiles)
+    ttft_ms: Percentiles = Field(
+        default_factory=Percentiles, description="time to first token of streamed requests (not in the daily rollup)"
+    )
+
+
+class Range(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+
+    model_config = {"populate_by_name": True}
+
+
+class AppliedFilters(BaseModel):
+    model: str | None = None
+    user: str | None = None
+    provider: str | None = None
+    context: str | None = None
+    status: str | None = None
+
+
+Source = Literal["rollup", "requests"]
+
+
+class SummaryResponse(BaseModel):
+    range: Range
+    filters: AppliedFilters
+    source: Source = Field(description="the daily rollup for whole-day ranges, else the typed request table")
+    totals: UsageTotals
+
+
+class TimeseriesPoint(UsageTotals):
+    t: datetime
+
+
+class TimeseriesResponse(BaseModel):
+    range: Range
+    filters: AppliedFilters
+    source: Source
+    bucket: Bucket
+    points: list[TimeseriesPoint]
+
+
+class BreakdownRow(UsageTotals):
+    key: str
+
+
+class BreakdownResponse(BaseModel):
+    range: Range
+    filters: AppliedFilters
+    source: Source
+    by: Dimension
+    rows: list[BreakdownRow]
+
+
+class SessionRequest(BaseModel):
+    timestamp: datetime
+    request_id: str
+    model: str
+    status: int
+    stream: bool
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_ms: float
+    ttft_ms: float | None
+
+
+class SessionResponse(BaseModel):
+    session_id: str
+    totals: UsageTotals
+    requests: list[SessionRequest]
