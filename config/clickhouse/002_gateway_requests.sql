@@ -1,4 +1,6 @@
 -- One typed row per gateway request, extracted from the BFF's spans in otel_traces.
+-- Costs are Decimal(76, 30): LiteLLM reports float costs such as 2.4999999999999998e-05, whose
+-- exact decimal needs more than 18 places; sums over them then match what LiteLLM reported.
 -- Attribute names are documented in backend/bff/telemetry/attributes.py. Kept 400 days.
 CREATE TABLE IF NOT EXISTS otel.gateway_requests (
     Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
@@ -21,7 +23,7 @@ CREATE TABLE IF NOT EXISTS otel.gateway_requests (
     InputTokens UInt64,
     OutputTokens UInt64,
     TotalTokens UInt64,
-    CostUsd Decimal(38, 18),
+    CostUsd Decimal(76, 30),
     LatencyMs Float64,
     TtftMs Nullable(Float64),
     Retries UInt32,
@@ -59,7 +61,7 @@ AS SELECT
     toUInt64OrZero(SpanAttributes['gen_ai.usage.input_tokens']) AS InputTokens,
     toUInt64OrZero(SpanAttributes['gen_ai.usage.output_tokens']) AS OutputTokens,
     toUInt64OrZero(SpanAttributes['gateway.usage.total_tokens']) AS TotalTokens,
-    toDecimal128OrZero(SpanAttributes['gateway.cost.usd'], 18) AS CostUsd,
+    toDecimal256OrZero(SpanAttributes['gateway.cost.usd'], 30) AS CostUsd,
     Duration / 1e6 AS LatencyMs,
     toFloat64OrNull(SpanAttributes['gateway.ttft_ms']) AS TtftMs,
     toUInt32OrZero(SpanAttributes['gateway.retries']) AS Retries,

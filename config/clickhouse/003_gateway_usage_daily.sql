@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily (
     Errors SimpleAggregateFunction(sum, UInt64),
     InputTokens SimpleAggregateFunction(sum, UInt64),
     OutputTokens SimpleAggregateFunction(sum, UInt64),
-    CostUsd SimpleAggregateFunction(sum, Decimal(38, 18)),
+    CostUsd SimpleAggregateFunction(sum, Decimal(76, 30)),
     Fallbacks SimpleAggregateFunction(sum, UInt64),
     LatencyMs AggregateFunction(quantiles(0.5, 0.95, 0.99), Float64)
 ) ENGINE = AggregatingMergeTree()
