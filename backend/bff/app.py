@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from bff.errors import ErrorResponse, install_error_handlers
+from bff.policy.budgets import BUDGET_HEADERS
 from bff.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
 from bff.routes import catalog, health, openai_compat, product_chat, usage
 from bff.services import Services
@@ -47,9 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["authorization", "content-type", "x-request-id", "traceparent", "tracestate"],
-            expose_headers=[REQUEST_ID_HEADER, "retry-after"],
+            expose_headers=[REQUEST_ID_HEADER, "retry-after", *BUDGET_HEADERS],
         )
-    app.add_middleware(RequestContextMiddleware, telemetry=services.telemetry)
+    app.add_middleware(RequestContextMiddleware, telemetry=services.telemetry, budgets=services.budgets)
     logging.getLogger("bff").setLevel(settings.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines duplicate the access log
     return app

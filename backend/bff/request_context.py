@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import Span
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bff.identity.principal import Principal
+from bff.policy.budgets import BudgetGuard
 from bff.telemetry import attributes as attr
 from bff.telemetry.tracing import Telemetry
 
@@ -95,9 +96,10 @@ class RequestRecord:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, telemetry: Telemetry):
+    def __init__(self, app: ASGIApp, telemetry: Telemetry, budgets: BudgetGuard):
         self.app = app
         self.telemetry = telemetry
+        self.budgets = budgets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,6 +127,10 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_context)
         finally:
             if record.span is not None:
+                principal = record.principal
+                if record.cost_usd and principal is not None and principal.user_id is not None:
+                    # before the span ends, so the cost counts until its span is in ClickHouse
+                    self.budgets.finished(principal.user_id, Telemetry.span_id(record.span), record.cost_usd)
                 self.telemetry.finish(record.span, record.span_attributes(status), status)
             if log.isEnabledFor(logging.INFO):
                 log.info(record.log_line(scope["method"], scope["path"], status))

@@ -10,6 +10,7 @@ from bff.identity.authenticate import Authenticator
 from bff.identity.principal import Principal
 from bff.identity.role_sources import RoleSource, build_role_source
 from bff.policy.access import AccessPolicy
+from bff.policy.budgets import BudgetGuard
 from bff.policy.model import load_policy
 from bff.request_context import RequestRecord
 from bff.settings import Settings
@@ -28,13 +29,18 @@ class Services:
     catalog: CatalogCache
     store: ClickHouseStore
     telemetry: Telemetry
+    budgets: BudgetGuard
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
-        access = AccessPolicy(load_policy(settings.policy_file))  # invalid policy: refuse to start
+        policy = load_policy(settings.policy_file)  # invalid policy: refuse to start
+        access = AccessPolicy(policy)
         role_source = build_role_source(settings)
         litellm = LiteLLMClient(settings)
         store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_schema_dir)
+        budgets = BudgetGuard(
+            policy, store, settings.budget_cache_seconds, delivery_reports=not settings.otel_exporter_otlp_endpoint
+        )
         return cls(
             settings=settings,
             role_source=role_source,
@@ -43,7 +49,8 @@ class Services:
             litellm=litellm,
             catalog=CatalogCache(litellm, settings.catalog_ttl_seconds),
             store=store,
-            telemetry=Telemetry(settings, store),
+            telemetry=Telemetry(settings, store, on_delivered=budgets.delivered),
+            budgets=budgets,
         )
 
     async def aclose(self) -> None:
@@ -63,8 +70,14 @@ async def get_record(request: Request) -> RequestRecord:
 
 
 async def get_principal(request: Request) -> Principal:
-    principal = await request.app.state.services.authenticator.authenticate(request)
-    request.state.record.principal = principal
+    """The caller; their budget state rides along on every response as headers."""
+    services: Services = request.app.state.services
+    principal = await services.authenticator.authenticate(request)
+    record: RequestRecord = request.state.record
+    record.principal = principal
+    budget = await services.budgets.status(principal)
+    if budget is not None:
+        record.response_headers.update(budget.headers())
     return principal
 
 

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     span_export_interval_ms: int = Field(default=1000, gt=0)
     span_buffer_max: int = Field(default=50_000, gt=0, description="spans kept while ClickHouse is down")
 
+    # How long a user's spend from ClickHouse is reused before asking again (budgets).
+    budget_cache_seconds: float = Field(default=10.0, ge=0, le=60)
+
     # Policy and request limits
     policy_file: Path = Path("config/policy.yaml")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)

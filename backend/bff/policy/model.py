@@ -1,5 +1,6 @@
 """The policy file's schema, validated at start-up."""
 
+from decimal import Decimal
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -48,11 +49,43 @@ class Roles(BaseModel):
     user: RolePolicy
 
 
+class Budget(BaseModel):
+    """USD limits; an absent limit means unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    daily_usd: Decimal | None = Field(default=None, ge=0)
+    monthly_usd: Decimal | None = Field(default=None, ge=0)
+
+    def overridden_by(self, override: "Budget | None") -> "Budget":
+        if override is None:
+            return self
+        return Budget(
+            daily_usd=override.daily_usd if override.daily_usd is not None else self.daily_usd,
+            monthly_usd=override.monthly_usd if override.monthly_usd is not None else self.monthly_usd,
+        )
+
+
+class RoleBudgets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    admin: Budget = Field(default_factory=Budget)
+    user: Budget = Field(default_factory=Budget)
+
+
+class Budgets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: RoleBudgets = Field(default_factory=RoleBudgets)
+    users: dict[str, Budget] = Field(default_factory=dict, description="per user id; set fields override the role's")
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tiers: list[str] = Field(min_length=1, description="known model tiers, cheapest first")
     roles: Roles
+    budgets: Budgets = Field(default_factory=Budgets)
 
     @model_validator(mode="after")
     def _tiers_known(self) -> "Policy":

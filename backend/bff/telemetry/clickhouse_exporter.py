@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -121,8 +121,9 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
 
 
 class ClickHouseSpanExporter(SpanExporter):
-    def __init__(self, store: ClickHouseStore, max_pending: int):
+    def __init__(self, store: ClickHouseStore, max_pending: int, on_delivered: Callable[[list[str]], None]):
         self._store = store
+        self._on_delivered = on_delivered  # told the span ids of every batch that reached ClickHouse
         self._max_pending = max_pending
         self._pending: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
@@ -173,6 +174,7 @@ class ClickHouseSpanExporter(SpanExporter):
             if self._last_error is not None:
                 log.info("ClickHouse reachable again: spans delivered")
             self._last_error = None
+        self._on_delivered([row[2] for row in batch])  # SpanId column
         return True
 
     def _retry_loop(self) -> None:

@@ -1,6 +1,7 @@
 """The tracer provider of one BFF process and the one span of each gateway request."""
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -28,14 +29,16 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class Telemetry:
-    def __init__(self, settings: Settings, store: ClickHouseStore):
+    def __init__(self, settings: Settings, store: ClickHouseStore, on_delivered: Callable[[list[str]], None]):
         self.provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
         self.clickhouse_exporter: ClickHouseSpanExporter | None = None
         exporter: SpanExporter
         if settings.otel_exporter_otlp_endpoint:
             exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* from the environment
         else:
-            exporter = self.clickhouse_exporter = ClickHouseSpanExporter(store, settings.span_buffer_max)
+            exporter = self.clickhouse_exporter = ClickHouseSpanExporter(
+                store, settings.span_buffer_max, on_delivered
+            )
         self.provider.add_span_processor(
             BatchSpanProcessor(
                 exporter,
@@ -64,6 +67,10 @@ class Telemetry:
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
         span.end()
+
+    @staticmethod
+    def span_id(span: Span) -> str:
+        return format(span.get_span_context().span_id, "016x")
 
     @staticmethod
     def traceparent(span: Span | None) -> dict[str, str]:

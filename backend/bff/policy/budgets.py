@@ -1,0 +1,190 @@
+"""Per-user USD budgets: daily and monthly limits from the policy, spend from ClickHouse.
+
+Spend = the user's cost in the daily rollup (cached for a few seconds) + the cost of
+requests this process finished that ClickHouse did not yet hold when that snapshot
+was taken. The exporter reports each delivered batch; the snapshot query and span
+inserts share the store's lock, so a delivery sequence number read inside the
+snapshot query tells exactly which finished requests the snapshot already contains.
+With OTLP export there is no delivery report: finished costs are then counted for
+OTLP_SETTLE_SECONDS, the time the collector needs to write them.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel
+
+from bff.clickhouse import ClickHouseStore, StoreUnavailable
+from bff.errors import rate_limited
+from bff.identity.principal import Principal, Role
+from bff.policy.model import Budget, Policy
+
+log = logging.getLogger("bff.budgets")
+
+OTLP_SETTLE_SECONDS = 15.0
+# Settled costs of users who stop calling are forgotten after this; it exceeds any cache TTL.
+FORGET_AFTER_SECONDS = 120.0
+_SPEND_SQL = (
+    "SELECT sum(CostUsd) AS month, sumIf(CostUsd, Day = {today:Date}) AS day FROM otel.gateway_usage_daily "
+    "WHERE UserId = {user:String} AND Day >= {month_start:Date} AND Day <= {today:Date}"
+)
+
+Period = Literal["daily", "monthly"]
+BUDGET_HEADERS = ("x-budget-period", "x-budget-limit-usd", "x-budget-remaining-usd", "x-budget-reset")
+
+
+class BudgetStatus(BaseModel):
+    period: Period
+    limit_usd: Decimal
+    spent_usd: Decimal
+    remaining_usd: Decimal
+    resets_at: datetime
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining_usd <= 0
+
+    def headers(self) -> dict[str, str]:
+        values = (
+            self.period,
+            format(self.limit_usd, "f"),
+            format(max(self.remaining_usd, Decimal(0)), "f"),
+            self.resets_at.isoformat(),
+        )
+        return dict(zip(BUDGET_HEADERS, values, strict=True))
+
+
+@dataclass
+class _Snapshot:
+    day: date
+    daily: Decimal
+    monthly: Decimal
+    sequence: int  # deliveries the snapshot includes
+    taken: float  # monotonic
+
+
+@dataclass
+class _Unsettled:
+    day: date
+    cost: Decimal
+    finished: float  # monotonic
+    delivered_in: int | None = None  # delivery sequence that brought it to ClickHouse
+
+
+def _period_ends(today: date) -> tuple[datetime, datetime]:
+    tomorrow = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
+    next_month = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
+    return tomorrow, datetime.combine(next_month, datetime.min.time(), UTC)
+
+
+class BudgetGuard:
+    def __init__(self, policy: Policy, store: ClickHouseStore, cache_seconds: float, delivery_reports: bool):
+        self._budgets = policy.budgets
+        self._store = store
+        self._cache_seconds = cache_seconds
+        self._delivery_reports = delivery_reports
+        self._lock = threading.Lock()  # the exporter thread reports deliveries
+        self._sequence = 0
+        self._unsettled: dict[str, tuple[str, _Unsettled]] = {}  # span id -> (user, cost)
+        self._snapshots: dict[str, _Snapshot] = {}
+
+    def budget_for(self, principal: Principal) -> Budget:
+        role_budget = self._budgets.roles.admin if principal.role is Role.admin else self._budgets.roles.user
+        return role_budget.overridden_by(self._budgets.users.get(principal.user_id or ""))
+
+    def finished(self, user_id: str, span_id: str, cost: Decimal) -> None:
+        """A request's cost is known; it counts until ClickHouse holds it."""
+        with self._lock:
+            self._unsettled[span_id] = (user_id, _Unsettled(datetime.now(UTC).date(), cost, time.monotonic()))
+
+    def delivered(self, span_ids: list[str]) -> None:
+        """Called by the span exporter after a batch is in ClickHouse."""
+        with self._lock:
+            self._sequence += 1
+            for span_id in span_ids:
+                entry = self._unsettled.get(span_id)
+                if entry is not None:
+                    entry[1].delivered_in = self._sequence
+
+    async def status(self, principal: Principal) -> BudgetStatus | None:
+        """The binding period's state, or None when the caller has no limit."""
+        budget = self.budget_for(principal)
+        if principal.user_id is None or (budget.daily_usd is None and budget.monthly_usd is None):
+            return None
+        today = datetime.now(UTC).date()
+        snapshot = await self._snapshot(principal.user_id, today)
+        daily, monthly = self._spend(principal.user_id, snapshot, today)
+        tomorrow, next_month = _period_ends(today)
+        candidates = [
+            BudgetStatus(period=period, limit_usd=limit, spent_usd=spent, remaining_usd=limit - spent, resets_at=reset)
+            for period, limit, spent, reset in (
+                ("daily", budget.daily_usd, daily, tomorrow),
+                ("monthly", budget.monthly_usd, monthly, next_month),
+            )
+            if limit is not None
+        ]
+        return min(candidates, key=lambda status: status.remaining_usd)
+
+    async def enforce(self, principal: Principal) -> BudgetStatus | None:
+        status = await self.status(principal)
+        if status is not None and status.exhausted:
+            retry_after = max(1, int((status.resets_at - datetime.now(UTC)).total_seconds()))
+            raise rate_limited(
+                f"your {status.period} budget of ${status.limit_usd} is used up; it resets at {status.resets_at.isoformat()}",
+                str(retry_after),
+                code="budget_exceeded",
+            )
+        return status
+
+    async def _snapshot(self, user_id: str, today: date) -> _Snapshot | None:
+        cached = self._snapshots.get(user_id)
+        if cached is not None and cached.day == today and time.monotonic() - cached.taken < self._cache_seconds:
+            return cached
+        params = {"user": user_id, "today": today, "month_start": today.replace(day=1)}
+
+        def query() -> _Snapshot:
+            def inside_store_lock(client) -> _Snapshot:  # type: ignore[no-untyped-def]
+                with self._lock:
+                    sequence = self._sequence  # no insert can run while the store lock is held
+                row = client.query(_SPEND_SQL, parameters=params).first_row
+                return _Snapshot(today, Decimal(row[1] or 0), Decimal(row[0] or 0), sequence, time.monotonic())
+
+            return self._store.call(inside_store_lock)
+
+        try:
+            snapshot = await self._store.run(query)
+        except StoreUnavailable as exc:
+            # Chat keeps working while ClickHouse is down: the last snapshot and this process's costs still count.
+            log.warning("budget spend unavailable (%s); using the last known spend", exc)
+            return cached
+        self._snapshots[user_id] = snapshot
+        return snapshot
+
+    def _spend(self, user_id: str, snapshot: _Snapshot | None, today: date) -> tuple[Decimal, Decimal]:
+        daily = snapshot.daily if snapshot and snapshot.day == today else Decimal(0)
+        monthly = snapshot.monthly if snapshot and snapshot.day.month == today.month else Decimal(0)
+        now = time.monotonic()
+        with self._lock:
+            for span_id, (owner, entry) in list(self._unsettled.items()):
+                if owner != user_id:
+                    if now - entry.finished > FORGET_AFTER_SECONDS:
+                        del self._unsettled[span_id]
+                    continue
+                if self._settled(entry, snapshot, now):
+                    del self._unsettled[span_id]
+                    continue
+                if entry.day == today:
+                    daily += entry.cost
+                if entry.day.month == today.month and entry.day.year == today.year:
+                    monthly += entry.cost
+        return daily, monthly
+
+    def _settled(self, entry: _Unsettled, snapshot: _Snapshot | None, now: float) -> bool:
+        if self._delivery_reports:
+            return snapshot is not None and entry.delivered_in is not None and entry.delivered_in <= snapshot.sequence
+        return now - entry.finished > OTLP_SETTLE_SECONDS
