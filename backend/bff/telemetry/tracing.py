@@ -26,6 +26,7 @@ GATEWAY_OPERATIONS = {
     "/api/chat/completions": "chat",
 }
 _PROPAGATOR = TraceContextTextMapPropagator()
+BATCH_QUEUE_MIN = 2048  # the SDK's queue in front of the exporter, which keeps its own bounded buffer
 
 
 class Telemetry:
@@ -42,7 +43,7 @@ class Telemetry:
         self.provider.add_span_processor(
             BatchSpanProcessor(
                 exporter,
-                max_queue_size=settings.span_buffer_max,
+                max_queue_size=max(settings.span_buffer_max, BATCH_QUEUE_MIN),
                 schedule_delay_millis=settings.span_export_interval_ms,
             )
         )

@@ -1,0 +1,76 @@
+"""Per-user budgets trip at the right request, answer with headers, and survive a restart."""
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, Bff, BffFactory, chat_body
+from test_usage import _as_user, _wait_for
+
+# Two fake-mini calls cost 2 x 0.000025 (tests/fixtures/litellm.test.yaml); the limit sits between one and two.
+DAILY_LIMIT = "0.00004"
+
+
+def _policy_with_budget(tmp_path: Path, user_id: str) -> Path:
+    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    policy["budgets"]["users"] = {user_id: {"daily_usd": DAILY_LIMIT}}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+@pytest.mark.parametrize("cache_seconds", [0.0, 10.0], ids=["no cache", "cached spend"])
+def test_budget_trips_at_the_right_request(bff_factory: BffFactory, tmp_path: Path, cache_seconds: float) -> None:
+    user_id = f"budget-{uuid.uuid4().hex[:8]}"
+    bff = bff_factory(policy_file=_policy_with_budget(tmp_path, user_id), budget_cache_seconds=cache_seconds)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    with _as_user(bff, user_id) as client:
+        first = client.post("/v1/chat/completions", json=chat_body())
+        time.sleep(0.5)  # let the first span reach ClickHouse: spend must not be counted twice
+        second = client.post("/v1/chat/completions", json=chat_body())
+        third = client.post("/v1/chat/completions", json=chat_body())
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
+    assert first.headers["x-budget-limit-usd"] == DAILY_LIMIT
+    assert first.headers["x-budget-remaining-usd"] == DAILY_LIMIT
+    remaining = float(second.headers["x-budget-remaining-usd"])
+    assert remaining == pytest.approx(0.00004 - 0.000025)
+    assert datetime.fromisoformat(first.headers["x-budget-reset"]) == tomorrow
+    assert first.headers["x-budget-period"] == "daily"
+    error = third.json()["error"]
+    assert error["code"] == "budget_exceeded" and "daily budget" in error["message"]
+    assert 0 < int(third.headers["retry-after"]) <= 86400
+    assert third.headers["x-budget-remaining-usd"] == "0"
+
+
+def test_budget_survives_a_restart(bff_factory: BffFactory, tmp_path: Path, admin_token: str) -> None:
+    user_id = f"budget-{uuid.uuid4().hex[:8]}"
+    policy = _policy_with_budget(tmp_path, user_id)
+    first_process = bff_factory(policy_file=policy)
+    with _as_user(first_process, user_id) as client:
+        for _ in range(2):
+            assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200
+    with first_process.client(admin_token) as admin:
+        _wait_for(admin, {"user": user_id}, 2)
+    restarted = bff_factory(policy_file=policy)  # knows nothing but what ClickHouse holds
+    with _as_user(restarted, user_id) as client:
+        refused = client.post("/v1/chat/completions", json=chat_body())
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_unlimited_callers_get_no_budget_headers(bff: Bff, admin_token: str, user_token: str) -> None:
+    with bff.client(admin_token) as admin:
+        assert "x-budget-limit-usd" not in admin.get("/v1/models").headers
+    with bff.client(user_token) as user:  # the shipped policy gives users 5 USD a day
+        headers = user.get("/v1/models").headers
+    assert headers["x-budget-limit-usd"] == "5" and headers["x-budget-period"] == "daily"
+
+
+def test_budget_override_fields_merge_over_the_role() -> None:
+    from bff.policy.model import Budget
+
+    merged = Budget(daily_usd=5, monthly_usd=50).overridden_by(Budget(daily_usd=1))
+    assert merged.daily_usd == 1 and merged.monthly_usd == 50
