@@ -65,7 +65,7 @@ def litellm_url(fake_provider: tuple[ThreadServer, FakeProviderState]) -> Iterat
         wait_until(lambda: httpx.get(f"{url}/health/readiness").status_code == 200, 120, "LiteLLM proxy")
     except TimeoutError:
         process.stop()
-        raise RuntimeError("LiteLLM did not start:\n" + process.log_tail())
+        raise RuntimeError("LiteLLM did not start:\n" + process.log_tail()) from None
     yield url
     process.stop()
 

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from bff.clickhouse import StoreUnavailable
 from bff.errors import forbidden, unavailable
-from bff.identity.principal import Principal
 from bff.policy.model import Permission
 from bff.services import PrincipalDep, Services, ServicesDep
 from bff.usage import queries

@@ -1,5 +1,6 @@
 """Forwards chat completions to LiteLLM: non-streaming, and streaming byte for byte."""
 
+import contextlib
 import json
 import logging
 from decimal import Decimal, InvalidOperation
@@ -167,10 +168,8 @@ class PassThroughStream(StreamingResponse):
         async with anyio.create_task_group() as group:
 
             async def stream_then_stop() -> None:
-                try:
+                with contextlib.suppress(OSError):  # the client is gone; the disconnect watcher ends the group
                     await self.stream_response(send)
-                except OSError:
-                    pass  # the client is gone; the disconnect watcher ends the group
                 group.cancel_scope.cancel()
 
             group.start_soon(stream_then_stop)
