@@ -14,6 +14,7 @@ source "$(dirname "$0")/lib.sh"
 
 ensure_bff_venv
 ensure_litellm_venv
+ensure_monitoring_assets || log "the monitoring pages will show no charts until 'npm ci' succeeds in backend/bff/monitoring"
 
 mkdir -p "$ROOT/.data/logs"
 DEV_ENV="$ROOT/.data/dev.env"

@@ -30,6 +30,33 @@ ensure_bff_venv() {
     -c "$ROOT/backend/constraints.txt" -e "$ROOT/backend[test]"
 }
 
+MONITORING_DIR="$ROOT/backend/bff/monitoring"
+
+# Chart.js for the monitoring pages, exactly as pinned in backend/bff/monitoring/package-lock.json.
+ensure_monitoring_assets() {
+  local stamp="$MONITORING_DIR/node_modules/.installed"
+  local want; want="$(sha256sum < "$MONITORING_DIR/package-lock.json" | cut -c1-16)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  command -v npm >/dev/null || { log "npm not found: install Node.js 20+ for the monitoring charts"; return 1; }
+  log "installing the monitoring pages' browser assets (npm ci)"
+  (cd "$MONITORING_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) || return 1
+  echo "$want" > "$stamp"
+}
+
+# Debian's Chromium and its matching chromedriver, for the browser tests.
+ensure_chromium() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  log "installing chromium and chromium-driver (apt-get)"
+  $sudo apt-get update -qq || return 1
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver > /dev/null || return 1
+}
+
 ensure_litellm_venv() {
   ensure_venv "$LITELLM_VENV" "$ROOT/scripts/litellm-requirements.txt" -- \
     -r "$ROOT/scripts/litellm-requirements.txt"

@@ -7,6 +7,8 @@ source "$(dirname "$0")/lib.sh"
 
 ensure_bff_venv
 ensure_litellm_venv
+ensure_monitoring_assets || die "could not install the monitoring assets (npm ci in backend/bff/monitoring)"
+ensure_chromium || die "could not install chromium and chromium-driver (apt-get)"
 
 mkdir -p "$ROOT/tests/output"
 cd "$ROOT/tests"

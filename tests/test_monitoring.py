@@ -1,0 +1,396 @@
+"""The monitoring pages in a real browser (Debian's Chromium driven by Selenium) over real recorded traffic."""
+
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+from bff.app import create_app
+from bff.monitoring import assets
+from conftest import OUTPUT, WEBUI_SECRET, Bff, chat_body
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS
+from support.servers import ThreadServer
+from support.tokens import session_token
+from test_usage import _as_user, _wait_for
+
+SIGN_IN = "Sign in to Open-WebUI first, then reload"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1360,2300",
+]
+# Everything the page shows, as the browser sees it: Chart.js's own chart objects, the
+# numbers in the cards (text and raw value) and the table cells.
+SNAPSHOT_JS = """
+const charts = {};
+for (const canvas of document.querySelectorAll('canvas')) {
+  const chart = window.Chart ? window.Chart.getChart(canvas) : undefined;
+  charts[canvas.id] = chart ? {
+    type: chart.config.type,
+    labels: chart.data.labels,
+    datasets: chart.data.datasets.map((d) => ({label: d.label, data: d.data})),
+    width: canvas.width,
+  } : null;
+}
+const kpis = {};
+for (const el of document.querySelectorAll('[data-kpi]')) {
+  kpis[el.dataset.kpi] = {text: el.textContent, value: el.dataset.value};
+}
+const rows = (id) => document.getElementById(id)
+  ? Array.from(document.querySelectorAll('#' + id + ' tbody tr')).map((tr) => Array.from(tr.cells).map((td) => td.textContent))
+  : null;
+const dashboard = document.getElementById('dashboard');
+return {
+  query: dashboard.dataset.query,
+  bucket: dashboard.dataset.bucket,
+  charts: charts,
+  kpis: kpis,
+  models: rows('model-table'),
+  users: rows('user-table'),
+  top_users: document.getElementById('top-users') !== null && !document.getElementById('top-users').hidden,
+  user_filter: document.querySelector('input[name="user"]') !== null,
+  viewer: document.getElementById('viewer').textContent,
+  charts_missing: !document.getElementById('charts-missing').hidden,
+  url: location.href,
+  token_in_storage: sessionStorage.getItem('bff-monitoring-token') !== null,
+  resources: performance.getEntriesByType('resource').map((e) => e.name),
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not chromedriver:
+        pytest.fail("Debian's chromium and chromium-driver are missing; scripts/test.sh installs them")
+    profile = tempfile.mkdtemp(prefix="bff-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _count(client: httpx.Client, user: str) -> int:
+    return int(client.get("/api/usage/summary", params={"user": user}).json()["totals"]["requests"])
+
+
+@pytest.fixture(scope="module")
+def traffic(bff: Bff, admin_token: str, user_token: str) -> dict[str, Any]:
+    """Real requests by a fresh user (service key + forwarded JWT), by admin-1 and by user-1."""
+    fresh = f"monitor-{uuid.uuid4().hex[:8]}"
+    with bff.client(admin_token) as admin:
+        before = {user: _count(admin, user) for user in ("admin-1", "user-1")}
+        with _as_user(bff, fresh) as client:
+            for _ in range(3):
+                assert client.post("/v1/chat/completions", json=chat_body(), headers={"X-LLM-Context": "monitoring"}).status_code == 200
+            assert client.post("/v1/chat/completions", json=chat_body("fake-flaky")).status_code == 200
+            assert client.post("/v1/chat/completions", json=chat_body(stream=True)).status_code == 200
+            assert client.post("/v1/chat/completions", json=chat_body("fake-premium")).status_code == 403
+        assert admin.post("/v1/chat/completions", json=chat_body()).status_code == 200
+        assert admin.post("/v1/chat/completions", json=chat_body("fake-premium")).status_code == 200
+        with bff.client(user_token) as user:
+            for _ in range(2):
+                assert user.post("/v1/chat/completions", json=chat_body()).status_code == 200
+            assert user.post("/v1/chat/completions", json=chat_body("fake-premium")).status_code == 403
+        _wait_for(admin, {"user": fresh}, 6)
+        _wait_for(admin, {"user": "admin-1"}, before["admin-1"] + 2)
+        _wait_for(admin, {"user": "user-1"}, before["user-1"] + 3)
+        _settle(admin)
+    return {"fresh": fresh, "requests": 6, "errors": 1, "fallbacks": 1, "ok": 5}
+
+
+def _settle(client: httpx.Client) -> None:
+    """Waits until no span from earlier tests is still on its way to the store."""
+    last = None
+    for _ in range(50):
+        totals = client.get("/api/usage/summary").json()["totals"]["requests"]
+        if totals == last:
+            return
+        last = totals
+        time.sleep(0.3)
+
+
+def _open(driver: webdriver.Chrome, base: str, path: str, token: str | None = None) -> None:
+    driver.get(f"{base}/monitoring/static/monitoring.css")
+    driver.delete_all_cookies()
+    driver.execute_script("sessionStorage.clear()")
+    if token:
+        driver.add_cookie({"name": "token", "value": token, "path": "/"})
+    driver.get(base + path)
+
+
+def _ready(driver: webdriver.Chrome, query_contains: str = "") -> dict[str, Any]:
+    def loaded(d: webdriver.Chrome) -> bool:
+        return bool(
+            d.execute_script(
+                "const m = document.getElementById('dashboard');"
+                "return !m.hidden && m.dataset.status !== 'loading' && m.dataset.status !== 'idle'"
+                " && (m.dataset.query || '').includes(arguments[0]);",
+                query_contains,
+            )
+        )
+
+    WebDriverWait(driver, 15).until(loaded)
+    status = driver.find_element(By.ID, "dashboard").get_attribute("data-status")
+    error = driver.find_element(By.ID, "error-line").text
+    assert status == "ready", error
+    return driver.execute_script(SNAPSHOT_JS)
+
+
+def _problems(driver: webdriver.Chrome) -> list[str]:
+    """Script errors and Content-Security-Policy violations the browser reported."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry.get("source") in ("security", "javascript") or "Content Security Policy" in entry["message"]
+    ]
+
+
+def _usage(client: httpx.Client, path: str, query: str, **extra: str) -> dict[str, Any]:
+    answer = client.get(f"/api/usage/{path}", params={**dict(parse_qsl(query)), **extra})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _label(key: str) -> str:
+    return key or "(none)"
+
+
+def _assert_kpis(kpis: dict[str, dict[str, str]], totals: dict[str, Any]) -> None:
+    for name in ("requests", "errors", "fallbacks", "input_tokens", "output_tokens", "total_tokens"):
+        assert kpis[name]["value"] == str(totals[name]), name
+        assert kpis[name]["text"] == f"{totals[name]:,}", name
+    assert float(kpis["cost_usd"]["value"]) == totals["cost_usd"]
+    assert kpis["cost_usd"]["text"] == f"${totals['cost_usd']:.6f}"
+    for name, field in (("latency", "latency_ms"), ("ttft", "ttft_ms")):
+        for p in ("p50", "p95"):
+            value, shown = totals[field][p], kpis[f"{name}_{p}"]
+            if value is None:
+                assert shown == {"value": "", "text": "–"}, name
+            else:
+                assert float(shown["value"]) == value and shown["text"] == f"{round(value):,} ms", name
+    assert float(kpis["error_rate"]["value"]) == pytest.approx(100 * totals["errors"] / totals["requests"])
+    assert kpis["error_rate"]["text"] == f"{100 * totals['errors'] / totals['requests']:.1f}%"
+
+
+def _assert_charts(page: dict[str, Any], client: httpx.Client) -> dict[str, Any]:
+    """Every chart's data equals what the usage API answers for the same range and filters."""
+    query, charts = page["query"], page["charts"]
+    summary = _usage(client, "summary", query)
+    series = _usage(client, "timeseries", query, bucket=page["bucket"])
+    models = _usage(client, "breakdown", query, by="model", limit="20")["rows"]
+    statuses = _usage(client, "breakdown", query, by="status", limit="20")["rows"]
+    _assert_kpis(page["kpis"], summary["totals"])
+
+    points = series["points"]
+    assert charts["chart-requests-time"]["datasets"][0]["data"] == [p["requests"] for p in points]
+    assert charts["chart-requests-time"]["datasets"][1]["data"] == [p["errors"] for p in points]
+    assert charts["chart-cost-time"]["datasets"][0]["data"] == [p["cost_usd"] for p in points]
+    assert charts["chart-tokens-time"]["datasets"][0]["data"] == [p["input_tokens"] for p in points]
+    assert charts["chart-fallbacks-time"]["datasets"][0]["data"] == [p["fallbacks"] for p in points]
+    assert sum(charts["chart-requests-time"]["datasets"][0]["data"]) == summary["totals"]["requests"]
+
+    assert charts["chart-cost-model"]["labels"] == [_label(r["key"]) for r in models]
+    assert charts["chart-cost-model"]["datasets"][0]["data"] == [r["cost_usd"] for r in models]
+    assert charts["chart-tokens-model"]["datasets"][0]["data"] == [r["input_tokens"] for r in models]
+    assert charts["chart-tokens-model"]["datasets"][1]["data"] == [r["output_tokens"] for r in models]
+    assert charts["chart-latency-model"]["datasets"][0]["data"] == [r["latency_ms"]["p50"] for r in models]
+    assert charts["chart-latency-model"]["datasets"][2]["data"] == [r["ttft_ms"]["p50"] for r in models]
+    assert [(row[0], row[1]) for row in page["models"]] == [(_label(r["key"]), f"{r['requests']:,}") for r in models]
+
+    assert charts["chart-status"]["labels"] == [r["key"] for r in statuses]
+    assert charts["chart-status"]["datasets"][0]["data"] == [r["requests"] for r in statuses]
+    assert all(chart is not None and chart["width"] > 0 for chart in charts.values() if chart is not None)
+    return summary
+
+
+def test_page_without_credentials_is_a_sign_in_page(bff: Bff) -> None:
+    with bff.client(cookies={"token": "not-a-token"}) as bad:
+        bad_cookie = bad.get("/monitoring/")
+    with bff.client() as anonymous:
+        page = anonymous.get("/monitoring/")
+        redirect = anonymous.get("/monitoring", params={"range": "24h"})
+        viewer = anonymous.get("/monitoring/viewer")
+        chart = anonymous.get("/monitoring/static/chart.umd.min.js")
+        unknown = anonymous.get("/monitoring/static/..%2F..%2Fsettings.py")
+    for answer in (page, bad_cookie):
+        assert answer.status_code == 401
+        assert answer.headers["content-type"].startswith("text/html")
+        assert SIGN_IN in answer.text and "Traceback" not in answer.text
+        assert "script-src 'self'" in answer.headers["content-security-policy"]
+        assert "<script>" not in answer.text and " on" + "click=" not in answer.text
+    assert redirect.status_code == 307 and redirect.headers["location"] == "monitoring/?range=24h"
+    assert viewer.status_code == 401 and viewer.json()["error"]["code"] == "missing_credentials"
+    assert chart.status_code == 200 and chart.headers["content-type"].startswith("text/javascript")
+    assert "Chart.js v4.6.1" in chart.text[:200]
+    assert unknown.status_code == 404 and "error" in unknown.json()
+
+
+def test_pending_user_gets_403_html(bff: Bff) -> None:
+    with bff.client(cookies={"token": session_token("pending-1", WEBUI_SECRET)}) as pending:
+        answer = pending.get("/monitoring/")
+    assert answer.status_code == 403 and answer.headers["content-type"].startswith("text/html")
+    assert "pending approval" in answer.text
+
+
+def test_no_absolute_urls_in_html_and_js(bff: Bff, admin_token: str) -> None:
+    with bff.client(cookies={"token": admin_token}) as admin:
+        html = admin.get("/monitoring/")
+        script = admin.get("/monitoring/static/monitoring.js").text
+    assert html.status_code == 200
+    for text in (html.text, script):
+        assert not re.search(r"""["'`(]\s*/(api|monitoring|static|v1)\b""", text)
+        assert "http://" not in text and "https://" not in text
+
+
+def test_admin_sees_everything(browser: webdriver.Chrome, bff: Bff, admin_token: str, traffic: dict[str, Any]) -> None:
+    _open(browser, bff.url, "/monitoring/", admin_token)
+    page = _ready(browser)
+    browser.save_screenshot(str(OUTPUT / "monitoring-admin.png"))
+    assert "(admin)" in page["viewer"] and "all users" in page["viewer"]
+    assert page["top_users"] and page["user_filter"] and not page["charts_missing"]
+    with bff.client(admin_token) as admin:
+        summary = _assert_charts(page, admin)
+        users = _usage(admin, "breakdown", page["query"], by="user", limit="10")["rows"]
+    assert summary["filters"]["user"] is None and summary["totals"]["requests"] >= traffic["requests"] + 5
+    assert page["charts"]["chart-users"]["labels"] == [r["key"] or "(no user)" for r in users]
+    assert page["charts"]["chart-users"]["datasets"][0]["data"] == [r["cost_usd"] for r in users]
+    assert [row[0] for row in page["users"]] == [r["key"] or "(no user)" for r in users]
+    assert {"admin-1", "user-1"} <= {r["key"] for r in users} or len(users) == 10
+    assert _problems(browser) == []
+
+
+def test_admin_filters_one_user(browser: webdriver.Chrome, bff: Bff, admin_token: str, traffic: dict[str, Any]) -> None:
+    _open(browser, bff.url, "/monitoring/?range=24h", admin_token)
+    _ready(browser)
+    user_input = browser.find_element(By.CSS_SELECTOR, 'input[name="user"]')
+    user_input.clear()
+    user_input.send_keys(traffic["fresh"])
+    browser.find_element(By.CSS_SELECTOR, '#filters button[type="submit"]').click()
+    page = _ready(browser, f"user={traffic['fresh']}")
+    browser.save_screenshot(str(OUTPUT / "monitoring-admin-one-user-24h.png"))
+    assert page["bucket"] == "hour" and len(page["charts"]["chart-requests-time"]["labels"]) in (24, 25)
+    assert f"user={traffic['fresh']}" in page["url"] and "range=24h" in page["url"]
+    kpis = page["kpis"]
+    assert kpis["requests"]["value"] == str(traffic["requests"])
+    assert kpis["errors"]["value"] == str(traffic["errors"])
+    assert kpis["fallbacks"]["value"] == str(traffic["fallbacks"])
+    assert kpis["input_tokens"]["value"] == str(PROMPT_TOKENS * traffic["ok"])
+    assert kpis["output_tokens"]["value"] == str(COMPLETION_TOKENS * traffic["ok"])
+    assert float(kpis["ttft_p50"]["value"]) > 0
+    with bff.client(admin_token) as admin:
+        _assert_charts(page, admin)
+    assert dict(zip(page["charts"]["chart-status"]["labels"], page["charts"]["chart-status"]["datasets"][0]["data"], strict=True)) == {
+        "200": 5,
+        "403": 1,
+    }
+    assert [row[0] for row in page["users"]] == [traffic["fresh"]]
+    assert _problems(browser) == []
+
+
+def test_user_sees_only_their_own_usage(
+    browser: webdriver.Chrome, bff: Bff, admin_token: str, user_token: str, traffic: dict[str, Any]
+) -> None:
+    _open(browser, bff.url, "/monitoring/?user=admin-1", user_token)
+    page = _ready(browser)
+    browser.save_screenshot(str(OUTPUT / "monitoring-user.png"))
+    assert "(user)" in page["viewer"] and "your own usage only" in page["viewer"]
+    assert not page["top_users"] and not page["user_filter"] and page["users"] is None
+    assert browser.find_elements(By.ID, "top-users") == []
+    assert "user=" not in page["query"]
+    with bff.client(user_token) as user:
+        own = _assert_charts(page, user)
+    with bff.client(admin_token) as admin:
+        as_admin = _usage(admin, "summary", page["query"], user="user-1")
+        everyone = _usage(admin, "summary", page["query"])
+    assert own["filters"]["user"] == "user-1"
+    assert own["totals"] == as_admin["totals"]
+    assert everyone["totals"]["requests"] > own["totals"]["requests"] >= 3
+    assert not any("user=" in url for url in page["resources"])
+    assert _problems(browser) == []
+
+
+def test_pasted_token_is_kept_in_the_tab_only(browser: webdriver.Chrome, bff: Bff, admin_token: str) -> None:
+    _open(browser, bff.url, "/monitoring/")
+    notice = browser.find_element(By.ID, "notice")
+    assert notice.is_displayed() and SIGN_IN in notice.text
+    browser.find_element(By.ID, "token-input").send_keys(admin_token)
+    browser.find_element(By.CSS_SELECTOR, '#token-form button[type="submit"]').click()
+    page = _ready(browser)
+    assert page["token_in_storage"] and "pasted token" in page["viewer"] and page["top_users"]
+    assert browser.get_cookies() == []
+    assert all(admin_token not in url for url in [page["url"], *page["resources"]])
+    browser.find_element(By.ID, "forget-token").click()
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "notice").is_displayed())
+    assert SIGN_IN in browser.find_element(By.ID, "notice").text
+    assert browser.execute_script("return sessionStorage.getItem('bff-monitoring-token')") is None
+
+
+def test_works_behind_a_path_prefix(browser: webdriver.Chrome, bff: Bff, admin_token: str, traffic: dict[str, Any]) -> None:
+    server = ThreadServer(_strip_prefix("/gateway", create_app(bff.settings))).start()
+    try:
+        _open(browser, server.url, "/gateway/monitoring", admin_token)
+        page = _ready(browser)
+        assert page["url"].startswith(f"{server.url}/gateway/monitoring/?range=")
+        inside = (f"{server.url}/gateway/monitoring/", f"{server.url}/gateway/api/usage/")
+        assert page["resources"] and all(url.startswith(inside) for url in page["resources"])
+        with bff.client(admin_token) as admin:
+            _assert_charts(page, admin)
+        assert _problems(browser) == []
+    finally:
+        server.stop()
+
+
+def test_missing_chart_library_is_reported(
+    browser: webdriver.Chrome, bff: Bff, admin_token: str, traffic: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(assets.ASSETS, "chart.umd.min.js", assets.Asset(Path("/nonexistent/chart.umd.min.js"), "text/javascript"))
+    with bff.client() as anonymous:
+        answer = anonymous.get("/monitoring/static/chart.umd.min.js")
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "monitoring_assets_missing"
+    _open(browser, bff.url, "/monitoring/", admin_token)
+    page = _ready(browser)
+    assert page["charts_missing"] and browser.find_element(By.ID, "charts-missing").is_displayed()
+    assert all(chart is None for chart in page["charts"].values())
+    with bff.client(admin_token) as admin:
+        _assert_kpis(page["kpis"], _usage(admin, "summary", page["query"])["totals"])
+
+
+def _strip_prefix(prefix: str, app: ASGIApp) -> ASGIApp:
+    """What Kong does in front of the BFF: /gateway/x reaches the BFF as /x; anything else is not the BFF's."""
+
+    async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if not path.startswith(prefix + "/"):
+                await PlainTextResponse("not behind the prefix", status_code=404)(scope, receive, send)
+                return
+            scope = {**scope, "path": path[len(prefix) :], "raw_path": path[len(prefix) :].encode()}
+        await app(scope, receive, send)
+
+    return proxy
