@@ -235,6 +235,8 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
                 "BFF_DEV_MODE": "true",
                 "STATIC_ROLES_FILE": str(ROOT / "config" / "dev-users.yaml"),
                 "POLICY_FILE": str(ROOT / "config" / "policy.yaml"),
+                "CLICKHOUSE_URL": f"chdb://{work_dir / 'clickhouse'}",  # spans recorded as in production
+                "CLICKHOUSE_SCHEMA_DIR": str(ROOT / "config" / "clickhouse"),
                 "LOG_LEVEL": "WARNING",
             },
             work_dir,

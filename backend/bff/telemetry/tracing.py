@@ -35,7 +35,8 @@ class Telemetry:
         self.clickhouse_exporter: ClickHouseSpanExporter | None = None
         exporter: SpanExporter
         if settings.otel_exporter_otlp_endpoint:
-            exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* from the environment
+            # The base URL as in OTEL_EXPORTER_OTLP_ENDPOINT; headers etc. still come from OTEL_EXPORTER_OTLP_*.
+            exporter = OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces")
         else:
             exporter = self.clickhouse_exporter = ClickHouseSpanExporter(
                 store, settings.span_buffer_max, on_delivered
