@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import Span
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bff.identity.principal import Principal
-from bff.policy.budgets import BudgetGuard
+from bff.policy.budgets import BudgetGuard, BudgetStatus
 from bff.telemetry import attributes as attr
 from bff.telemetry.tracing import Telemetry
 
@@ -34,6 +34,7 @@ class RequestRecord:
     started: float = field(default_factory=time.perf_counter)
     span: Span | None = None
     principal: Principal | None = None
+    budget: BudgetStatus | None = None  # the caller's binding budget period, when they have a limit
     model: str | None = None  # as requested
     model_group: str | None = None  # as served, after fallback
     provider: str | None = None

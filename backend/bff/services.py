@@ -75,9 +75,9 @@ async def get_principal(request: Request) -> Principal:
     principal = await services.authenticator.authenticate(request)
     record: RequestRecord = request.state.record
     record.principal = principal
-    budget = await services.budgets.status(principal)
-    if budget is not None:
-        record.response_headers.update(budget.headers())
+    record.budget = await services.budgets.status(principal)
+    if record.budget is not None:
+        record.response_headers.update(record.budget.headers())
     return principal
 
 

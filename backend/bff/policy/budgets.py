@@ -130,8 +130,9 @@ class BudgetGuard:
         ]
         return min(candidates, key=lambda status: status.remaining_usd)
 
-    async def enforce(self, principal: Principal) -> BudgetStatus | None:
-        status = await self.status(principal)
+    @staticmethod
+    def enforce(status: BudgetStatus | None) -> None:
+        """Refuses a paid call once the binding period's budget is used up."""
         if status is not None and status.exhausted:
             retry_after = max(1, int((status.resets_at - datetime.now(UTC)).total_seconds()))
             raise rate_limited(
@@ -139,7 +140,6 @@ class BudgetGuard:
                 str(retry_after),
                 code="budget_exceeded",
             )
-        return status
 
     async def _snapshot(self, user_id: str, today: date) -> _Snapshot | None:
         cached = self._snapshots.get(user_id)

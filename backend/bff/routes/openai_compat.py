@@ -27,7 +27,7 @@ async def prepare_chat(
 ) -> tuple[dict[str, Any], chat.ChatRequest, ModelEntry, Catalog]:
     """Shared by every chat route: permission, tag, bounded body, validation, model access."""
     services.access.require(principal, Permission.chat)
-    await services.budgets.enforce(principal)
+    services.budgets.enforce(record.budget)
     context = request.headers.get(CONTEXT_HEADER)
     if context is not None and not _CONTEXT.match(context):
         raise bad_request("invalid header 'X-LLM-Context': 1-64 characters of letters, digits and . _ : -")
