@@ -37,8 +37,8 @@ Exit status: 0 when the run completes and the answers match (targets PASS or MIS
 about 7 minutes on 2 cores (half of it the raw scans), ~1.4 GiB of memory and ~2 GiB
 of disk under /tmp. Small runs (--spans 200000) understate the ingest rate: the first
 insert carries one-time costs (clickhouse-connect's lazy pandas import, engine warm-up).
-The BFF itself exports in BatchSpanProcessor batches of at most 512 spans, where the
-per-insert overhead dominates; --batch 512 shows that rate.
+The BFF exports in batches of at most 4,096 spans (telemetry/tracing.py) and fewer under
+light load; per-insert overhead dominates small batches: --batch 512 or 4096 shows those rates.
 """
 
 from __future__ import annotations
