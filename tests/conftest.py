@@ -126,6 +126,7 @@ def bff_factory(
             "bff_service_keys": [SERVICE_KEY],
             "forward_user_info_header_jwt_secret": FORWARD_SECRET,
             "policy_file": ROOT / "config" / "policy.yaml",
+            "routing_file": ROOT / "tests" / "fixtures" / "routing.test.yaml",
             "upstream_timeout_seconds": 20.0,
             "clickhouse_url": clickhouse_url,
             "clickhouse_schema_dir": ROOT / "config" / "clickhouse",

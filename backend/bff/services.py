@@ -12,6 +12,7 @@ from bff.identity.role_sources import RoleSource, build_role_source
 from bff.policy.access import AccessPolicy
 from bff.policy.budgets import BudgetGuard
 from bff.policy.model import load_policy
+from bff.policy.routing import TaskRouter, load_router
 from bff.request_context import RequestRecord
 from bff.settings import Settings
 from bff.telemetry.tracing import Telemetry
@@ -30,6 +31,7 @@ class Services:
     store: ClickHouseStore
     telemetry: Telemetry
     budgets: BudgetGuard
+    router: TaskRouter
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -51,6 +53,7 @@ class Services:
             store=store,
             telemetry=Telemetry(settings, store, on_delivered=budgets.delivered),
             budgets=budgets,
+            router=load_router(settings.routing_file, settings.generator_mode),
         )
 
     async def aclose(self) -> None:

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     upstream_timeout_seconds: float = 120.0
     catalog_ttl_seconds: float = 30.0
 
+    # Ollama management (chat with Ollama models goes through LiteLLM)
+    ollama_base_url: str = "http://127.0.0.1:11434"
+    ollama_timeout_seconds: float = Field(default=10.0, gt=0, description="listing and deleting models")
+    ollama_pull_idle_timeout_seconds: float = Field(default=300.0, gt=0, description="longest wait between pull progress lines")
+
     # Open-WebUI identity
     webui_secret_key: SecretStr
     allow_tokens_without_exp: bool = False
@@ -51,8 +56,10 @@ class Settings(BaseSettings):
     # How long a user's spend from ClickHouse is reused before asking again (budgets).
     budget_cache_seconds: float = Field(default=10.0, ge=0, le=60)
 
-    # Policy and request limits
+    # Policy, task routing and request limits
     policy_file: Path = Path("config/policy.yaml")
+    routing_file: Path = Path("config/routing.yaml")
+    generator_mode: Literal["live", "mock"] = "live"
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     cors_allow_origins: CommaList = Field(default_factory=list)
 

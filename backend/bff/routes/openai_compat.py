@@ -22,21 +22,34 @@ CONTEXT_HEADER = "x-llm-context"
 _CONTEXT = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 
-async def prepare_chat(
-    request: Request, services: Services, principal: Principal, record: RequestRecord
-) -> tuple[dict[str, Any], chat.ChatRequest, ModelEntry, Catalog]:
-    """Shared by every chat route: permission, tag, bounded body, validation, model access."""
-    services.access.require(principal, Permission.chat)
-    services.budgets.enforce(record.budget)
+def context_tag(request: Request) -> str | None:
     context = request.headers.get(CONTEXT_HEADER)
     if context is not None and not _CONTEXT.match(context):
         raise bad_request("invalid header 'X-LLM-Context': 1-64 characters of letters, digits and . _ : -")
-    record.context = context
-    payload = await read_json_object(request, services.settings.max_request_bytes)
+    return context
+
+
+async def authorize_chat(
+    services: Services, principal: Principal, record: RequestRecord, payload: dict[str, Any]
+) -> tuple[chat.ChatRequest, ModelEntry, Catalog]:
+    """Shared by every chat route: permission, budget, validation, model access."""
+    services.access.require(principal, Permission.chat)
+    services.budgets.enforce(record.budget)
     parsed = validate_body(chat.ChatRequest, payload)
     record.model, record.stream = parsed.model, parsed.stream
     catalog = await services.catalog.get()
     entry = authorize_model(services.access, catalog, principal, parsed.model)
+    return parsed, entry, catalog
+
+
+async def prepare_chat(
+    request: Request, services: Services, principal: Principal, record: RequestRecord
+) -> tuple[dict[str, Any], chat.ChatRequest, ModelEntry, Catalog]:
+    """A chat route's body, tag and authorization."""
+    services.access.require(principal, Permission.chat)
+    record.context = context_tag(request)
+    payload = await read_json_object(request, services.settings.max_request_bytes)
+    parsed, entry, catalog = await authorize_chat(services, principal, record, payload)
     return payload, parsed, entry, catalog
 
 

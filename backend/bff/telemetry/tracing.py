@@ -24,6 +24,7 @@ SCOPE = "llm_bff"
 GATEWAY_OPERATIONS = {
     "/v1/chat/completions": "chat",
     "/api/chat/completions": "chat",
+    "/api/llm/generate": "chat",
 }
 _PROPAGATOR = TraceContextTextMapPropagator()
 BATCH_QUEUE_MIN = 8192  # the SDK's queue in front of the exporter, which keeps its own bounded buffer
