@@ -39,6 +39,8 @@ export LITELLM_URL="http://127.0.0.1:$LITELLM_PORT"
 export ROLE_SOURCE="${ROLE_SOURCE:-static}" BFF_DEV_MODE="${BFF_DEV_MODE:-true}"
 export STATIC_ROLES_FILE="${STATIC_ROLES_FILE:-$ROOT/config/dev-users.yaml}"
 export POLICY_FILE="${POLICY_FILE:-$ROOT/config/policy.yaml}"
+export ROUTING_FILE="${ROUTING_FILE:-$ROOT/config/routing.yaml}"
+export GENERATOR_MODE="${GENERATOR_MODE:-mock}"  # tasks and images go to mock deployments: no keys, no ComfyUI
 export LITELLM_LOCAL_MODEL_COST_MAP=True  # never download the price map at start-up
 LITELLM_CONFIG="${LITELLM_CONFIG:-$ROOT/config/litellm.dev.yaml}"
 
