@@ -40,6 +40,15 @@ class SourceSql:
     buckets: dict[Bucket, str]
 
 
+# Dimensions both sources hold as real columns of the same name.
+_SHARED_DIMENSIONS = {
+    Dimension.model: "ModelGroup",
+    Dimension.user: "UserId",
+    Dimension.provider: "Provider",
+    Dimension.role: "Role",
+    Dimension.context: "Context",
+}
+
 _TYPED = SourceSql(
     table="otel.gateway_requests",
     time="Timestamp",
@@ -48,15 +57,7 @@ _TYPED = SourceSql(
         "sum(OutputTokens) AS output_tokens, sum(CostUsd) AS cost_usd, sum(Fallbacks) AS fallbacks, "
         "quantiles(0.5, 0.95, 0.99)(LatencyMs) AS latency, quantiles(0.5, 0.95, 0.99)(TtftMs) AS ttft"
     ),
-    dimensions={
-        Dimension.model: "ModelGroup",
-        Dimension.user: "UserId",
-        Dimension.provider: "Provider",
-        Dimension.role: "Role",
-        Dimension.context: "Context",
-        Dimension.status: "toString(HttpStatus)",
-        Dimension.session: "SessionId",
-    },
+    dimensions={**_SHARED_DIMENSIONS, Dimension.status: "toString(HttpStatus)", Dimension.session: "SessionId"},
     buckets={
         Bucket.hour: "toStartOfHour(Timestamp)",
         Bucket.day: "toDateTime(toStartOfDay(Timestamp))",
@@ -72,13 +73,7 @@ _ROLLUP = SourceSql(
         "sum(OutputTokens) AS output_tokens, sum(CostUsd) AS cost_usd, sum(Fallbacks) AS fallbacks, "
         "quantilesMerge(0.5, 0.95, 0.99)(LatencyMs) AS latency, CAST([], 'Array(Float64)') AS ttft"
     ),
-    dimensions={
-        Dimension.model: "ModelGroup",
-        Dimension.user: "UserId",
-        Dimension.provider: "Provider",
-        Dimension.role: "Role",
-        Dimension.context: "Context",
-    },
+    dimensions=_SHARED_DIMENSIONS,
     buckets={
         Bucket.day: "toDateTime(Day)",
         Bucket.week: "toDateTime(toStartOfWeek(Day, 1))",
