@@ -127,6 +127,8 @@ def bff_factory(
             "forward_user_info_header_jwt_secret": FORWARD_SECRET,
             "policy_file": ROOT / "config" / "policy.yaml",
             "routing_file": ROOT / "tests" / "fixtures" / "routing.test.yaml",
+            "comfyui_workflows_dir": ROOT / "config" / "comfyui",
+            "media_dir": OUTPUT / "media",
             "upstream_timeout_seconds": 20.0,
             "clickhouse_url": clickhouse_url,
             "clickhouse_schema_dir": ROOT / "config" / "clickhouse",

@@ -11,7 +11,7 @@ from bff.errors import ErrorResponse, install_error_handlers
 from bff.monitoring import pages as monitoring_pages
 from bff.policy.budgets import BUDGET_HEADERS
 from bff.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
-from bff.routes import catalog, generate, health, openai_compat, product_chat, usage
+from bff.routes import catalog, generate, health, images, media, ollama, openai_compat, product_chat, usage
 from bff.services import Services
 from bff.settings import Settings
 
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        services.images.start_sweeper()
         yield
         await services.aclose()
 
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (health, openai_compat, catalog, product_chat, generate, usage, monitoring_pages):
+    for module in (health, openai_compat, images, catalog, product_chat, generate, usage, ollama, media, monitoring_pages):
         app.include_router(module.router)
     if settings.cors_allow_origins:
         app.add_middleware(

@@ -50,6 +50,8 @@ class RequestRecord:
     fallbacks: int | None = None
     error_type: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)  # added to whatever answer is sent
+    extra_attributes: dict[str, str | int | float] = field(default_factory=dict)  # route-specific span attributes
+    span_detached: bool = False  # the route ends the span itself (a background job), not the middleware
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -77,6 +79,7 @@ class RequestRecord:
             attr.TTFT_MS: None if self.ttft_ms is None else round(self.ttft_ms, 3),
             attr.RETRIES: self.retries,
             attr.FALLBACKS: self.fallbacks,
+            **self.extra_attributes,
         }
 
     def log_line(self, method: str, path: str, status: int) -> str:
@@ -127,7 +130,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_context)
         finally:
-            if record.span is not None:
+            if record.span is not None and not record.span_detached:
                 principal = record.principal
                 if record.cost_usd and principal is not None and principal.user_id is not None:
                     # before the span ends, so the cost counts until its span is in ClickHouse

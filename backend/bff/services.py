@@ -9,6 +9,7 @@ from bff.clickhouse import ClickHouseStore
 from bff.identity.authenticate import Authenticator
 from bff.identity.principal import Principal
 from bff.identity.role_sources import RoleSource, build_role_source
+from bff.media.service import ImageService
 from bff.policy.access import AccessPolicy
 from bff.policy.budgets import BudgetGuard
 from bff.policy.model import load_policy
@@ -18,6 +19,7 @@ from bff.settings import Settings
 from bff.telemetry.tracing import Telemetry
 from bff.upstream.catalog import CatalogCache
 from bff.upstream.litellm import LiteLLMClient
+from bff.upstream.ollama import OllamaClient
 
 
 @dataclass
@@ -31,7 +33,9 @@ class Services:
     store: ClickHouseStore
     telemetry: Telemetry
     budgets: BudgetGuard
+    ollama: OllamaClient
     router: TaskRouter
+    images: ImageService
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -53,11 +57,15 @@ class Services:
             store=store,
             telemetry=Telemetry(settings, store, on_delivered=budgets.delivered),
             budgets=budgets,
+            ollama=OllamaClient(settings),
             router=load_router(settings.routing_file, settings.generator_mode),
+            images=ImageService.build(settings, budgets),  # invalid workflows: refuse to start
         )
 
     async def aclose(self) -> None:
+        await self.images.aclose()  # running jobs end their spans before telemetry shuts down
         await self.litellm.aclose()
+        await self.ollama.aclose()
         await self.role_source.aclose()
         self.telemetry.shutdown()  # flushes the last spans
         self.store.close()

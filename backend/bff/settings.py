@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     cors_allow_origins: CommaList = Field(default_factory=list)
 
+    # Images (ComfyUI); GENERATOR_MODE=mock serves every workflow with the mock backend
+    comfyui_url: str = "http://127.0.0.1:8188"
+    comfyui_workflows_dir: Path = Path("config/comfyui")
+    comfyui_timeout_seconds: float = Field(default=180.0, gt=0)
+    comfyui_poll_interval_seconds: float = Field(default=1.0, gt=0, description="/history polling when the socket is down")
+    mock_image_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_image_jobs_per_user: int = Field(default=2, ge=1)
+    media_dir: Path = Path(".data/media")
+    media_retention_hours: float = Field(default=24.0, gt=0)
+
     @field_validator("bff_service_keys", "cors_allow_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

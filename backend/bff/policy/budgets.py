@@ -52,11 +52,16 @@ class BudgetStatus(BaseModel):
     def headers(self) -> dict[str, str]:
         values = (
             self.period,
-            format(self.limit_usd, "f"),
-            format(max(self.remaining_usd, Decimal(0)), "f"),
+            _plain(self.limit_usd),
+            _plain(max(self.remaining_usd, Decimal(0))),
             self.resets_at.isoformat(),
         )
         return dict(zip(BUDGET_HEADERS, values, strict=True))
+
+
+def _plain(amount: Decimal) -> str:
+    """'0.000015' rather than '1.5E-5' or '0.0000150'."""
+    return format(amount.normalize(), "f")
 
 
 @dataclass

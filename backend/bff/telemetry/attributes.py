@@ -30,3 +30,9 @@ STREAM = "gateway.stream"  # "true" | "false"
 TTFT_MS = "gateway.ttft_ms"  # time to first streamed byte, milliseconds
 RETRIES = "gateway.retries"
 FALLBACKS = "gateway.fallbacks"
+
+# Image generation (operation "images"); the span's own duration is the generation time
+IMAGES_COUNT = "gateway.images.count"  # images produced (requested, when the job failed)
+IMAGES_STEPS = "gateway.images.steps"  # sampler steps per image
+IMAGES_SIZE = "gateway.images.size"  # "WIDTHxHEIGHT"
+IMAGES_WORKFLOW = "gateway.images.workflow"  # the workflow name from config/comfyui/workflows.yaml

@@ -25,11 +25,24 @@ GATEWAY_OPERATIONS = {
     "/v1/chat/completions": "chat",
     "/api/chat/completions": "chat",
     "/api/llm/generate": "chat",
+    "/api/ollama/models": "models",
+    "/api/ollama/running": "models",
+    "/api/ollama/pull": "models",
+    "/v1/images/generations": "images",
+    "/api/media/image/generate": "images",  # job status, events and image downloads are not gateway operations
 }
+# Checked in order after the exact paths, for routes with path parameters (DELETE /api/ollama/models/{name}).
+GATEWAY_OPERATION_PREFIXES = (("/api/ollama/models/", "models"),)  # DELETE /api/ollama/models/{name}
 _PROPAGATOR = TraceContextTextMapPropagator()
 BATCH_QUEUE_MIN = 8192  # the SDK's queue in front of the exporter, which keeps its own bounded buffer
 # ClickHouse wants few large inserts: a 512-span insert costs ~87 ms, 100k spans ~1.5 s (scripts/bench_usage.py).
 EXPORT_BATCH_MAX = 4096
+
+
+def gateway_operation(path: str) -> str | None:
+    if path in GATEWAY_OPERATIONS:
+        return GATEWAY_OPERATIONS[path]
+    return next((operation for prefix, operation in GATEWAY_OPERATION_PREFIXES if path.startswith(prefix)), None)
 
 
 class Telemetry:
@@ -55,7 +68,7 @@ class Telemetry:
         self._tracer = self.provider.get_tracer(SCOPE, "0.1.0")
 
     def start(self, path: str, headers: dict[str, str]) -> Span | None:
-        operation = GATEWAY_OPERATIONS.get(path)
+        operation = gateway_operation(path)
         if operation is None:
             return None
         span = self._tracer.start_span(

@@ -1,0 +1,182 @@
+"""Image generation for the routes: workflow + backend, job start, running, storing, accounting.
+
+The backend of each workflow is fixed at start-up (GENERATOR_MODE and workflows.yaml);
+this module only ever asks the workflow's backend. A job's cost (cost_usd_per_image x
+images) and its attributes land on the request's record, so they reach the span, the
+usage tables and the budget like any chat cost.
+"""
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from bff.errors import ApiError, not_found
+from bff.identity.principal import Principal
+from bff.media.backends import ImageBackend, Submission, resolve_backends
+from bff.media.jobs import Job, JobError, JobRegistry, JobSink, JobStatus
+from bff.media.storage import MediaStore
+from bff.media.workflows import ImageParams, Workflow, WorkflowCatalog, load_workflows
+from bff.policy.budgets import BudgetGuard
+from bff.request_context import RequestRecord
+from bff.settings import Settings
+from bff.telemetry import attributes as attr
+from bff.telemetry.tracing import Telemetry
+
+log = logging.getLogger("bff.images")
+
+SWEEP_INTERVAL_SECONDS = 600.0
+ACCEPTED = 202
+
+
+class ImageService:
+    def __init__(
+        self,
+        catalog: WorkflowCatalog,
+        backends: dict[str, ImageBackend],
+        distinct_backends: list[ImageBackend],
+        store: MediaStore,
+        registry: JobRegistry,
+        budgets: BudgetGuard,
+    ):
+        self.catalog = catalog
+        self._backends = backends
+        self._distinct = distinct_backends
+        self.store = store
+        self.registry = registry
+        self._budgets = budgets
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, budgets: BudgetGuard) -> "ImageService":
+        catalog = load_workflows(settings.comfyui_workflows_dir)  # invalid workflows: refuse to start
+        backends, distinct = resolve_backends(catalog, settings.generator_mode, settings)
+        store = MediaStore(settings.media_dir, settings.media_retention_hours)
+        registry = JobRegistry(settings.max_image_jobs_per_user)
+        store.sweep()
+        for stored in store.load():
+            registry.restore(stored)
+        return cls(catalog, backends, distinct, store, registry, budgets)
+
+    def workflow(self, name: str | None) -> Workflow:
+        workflow = self.catalog.get(name if name is not None else self.catalog.default)
+        if workflow is None:
+            raise not_found(f"unknown image workflow '{name}'"[:200], "model_not_found")
+        return workflow
+
+    def backend_for(self, workflow: Workflow) -> ImageBackend:
+        return self._backends[workflow.name]
+
+    async def start(
+        self, principal: Principal, record: RequestRecord, workflow: Workflow, params: ImageParams, detach_span: bool
+    ) -> Job:
+        """Opens the job (429 beyond the user's limit) and queues it (400 rejected, 503 unreachable).
+
+        With `detach_span` the job, not the middleware, ends the request's span when it
+        finishes, so the span lasts as long as the generation.
+        """
+        backend = self.backend_for(workflow)
+        record.model = record.model_group = workflow.name
+        record.provider = backend.name
+        record.extra_attributes.update(
+            {
+                attr.IMAGES_WORKFLOW: workflow.name,
+                attr.IMAGES_COUNT: params.batch_size,
+                attr.IMAGES_SIZE: params.size,
+                **({attr.IMAGES_STEPS: params.steps} if params.steps is not None else {}),
+            }
+        )
+        assert principal.user_id is not None
+        job = self.registry.open(principal.user_id, workflow.name, backend.name, params.steps or 0)
+        try:
+            submission = await backend.submit(workflow.fill(params), params)
+        except BaseException:
+            self.registry.discard(job)
+            raise
+        task = asyncio.create_task(self._run(job, workflow, backend, submission, record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        record.span_detached = detach_span  # before any await: the job cannot have ended yet
+        return job
+
+    async def _run(
+        self, job: Job, workflow: Workflow, backend: ImageBackend, submission: Submission, record: RequestRecord
+    ) -> None:
+        try:
+            await self._follow(job, workflow, backend, submission, record)
+        finally:
+            await backend.release(submission)
+            if record.span_detached:
+                self._end_span(record, job)
+
+    async def _follow(
+        self, job: Job, workflow: Workflow, backend: ImageBackend, submission: Submission, record: RequestRecord
+    ) -> None:
+        try:
+            async with asyncio.timeout(backend.timeout_seconds):
+                images = await backend.follow(submission, JobSink(self.registry, job))
+            job.images, job.finished_at = len(images), datetime.now(UTC)
+            await asyncio.to_thread(self.store.save, job.stored(), images)
+        except TimeoutError:
+            await backend.cancel(submission)
+            message = f"no image within {backend.timeout_seconds:g} s; the prompt was stopped"
+            await self._fail(job, record, ApiError(504, message, "timeout_error", "generation_timeout"), JobStatus.timed_out)
+            return
+        except ApiError as exc:
+            await self._fail(job, record, exc)
+            return
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(backend.cancel(submission))
+            await self._fail(job, record, ApiError(503, "the gateway shut down during the generation", "service_unavailable", "shutdown"))
+            raise
+        except Exception:
+            log.exception("image job failed")
+            await self._fail(job, record, ApiError(500, "internal error", "internal_error", "internal_error"))
+            return
+        record.cost_usd = job.cost_usd = workflow.config.cost_usd_per_image * len(images)
+        record.extra_attributes[attr.IMAGES_COUNT] = len(images)
+        await self.registry.finish(job, JobStatus.succeeded, images=len(images))
+
+    async def _fail(self, job: Job, record: RequestRecord, error: ApiError, status: JobStatus = JobStatus.failed) -> None:
+        record.error_type = error.code
+        job.images = 0
+        await self.registry.finish(job, status, error=JobError.of(error))
+
+    def _end_span(self, record: RequestRecord, job: Job) -> None:
+        """What the middleware does for attached spans, at the end of the job."""
+        span = record.span
+        if span is None:
+            return
+        status = ACCEPTED if job.status is JobStatus.succeeded else (job.error.status if job.error else 500)
+        principal = record.principal
+        if record.cost_usd and principal is not None and principal.user_id is not None:
+            self._budgets.finished(principal.user_id, Telemetry.span_id(span), record.cost_usd)
+        Telemetry.finish(span, record.span_attributes(status), status)
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            try:
+                removed = await asyncio.to_thread(self.store.sweep)
+            except OSError as exc:
+                log.warning("media sweep failed: %s", exc)
+                continue
+            self.registry.forget(removed)
+            self.registry.forget(self.registry.finished_before(datetime.now(UTC) - self.store.retention))
+
+    def start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self.sweep_forever())
+
+    async def aclose(self) -> None:
+        """Stops running jobs (their prompts are cancelled upstream) and closes the backends."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for backend in self._distinct:
+            await backend.aclose()
