@@ -99,6 +99,16 @@ class RequestRecord:
         return json.dumps({key: value for key, value in entry.items() if value is not None})
 
 
+def end_span(record: RequestRecord, status: int, budgets: BudgetGuard) -> None:
+    """Ends the request's span; its cost counts in the budget until the span is in ClickHouse."""
+    span, principal = record.span, record.principal
+    if span is None:
+        return
+    if record.cost_usd and principal is not None and principal.user_id is not None:
+        budgets.finished(principal.user_id, Telemetry.span_id(span), record.cost_usd)  # before the span ends
+    Telemetry.finish(span, record.span_attributes(status), status)
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, telemetry: Telemetry, budgets: BudgetGuard):
         self.app = app
@@ -130,11 +140,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_context)
         finally:
-            if record.span is not None and not record.span_detached:
-                principal = record.principal
-                if record.cost_usd and principal is not None and principal.user_id is not None:
-                    # before the span ends, so the cost counts until its span is in ClickHouse
-                    self.budgets.finished(principal.user_id, Telemetry.span_id(record.span), record.cost_usd)
-                self.telemetry.finish(record.span, record.span_attributes(status), status)
+            if not record.span_detached:
+                end_span(record, status, self.budgets)
             if log.isEnabledFor(logging.INFO):
                 log.info(record.log_line(scope["method"], scope["path"], status))

@@ -18,10 +18,9 @@ from bff.media.jobs import Job, JobError, JobRegistry, JobSink, JobStatus
 from bff.media.storage import MediaStore
 from bff.media.workflows import ImageParams, Workflow, WorkflowCatalog, load_workflows
 from bff.policy.budgets import BudgetGuard
-from bff.request_context import RequestRecord
+from bff.request_context import RequestRecord, end_span
 from bff.settings import Settings
 from bff.telemetry import attributes as attr
-from bff.telemetry.tracing import Telemetry
 
 log = logging.getLogger("bff.images")
 
@@ -146,14 +145,8 @@ class ImageService:
 
     def _end_span(self, record: RequestRecord, job: Job) -> None:
         """What the middleware does for attached spans, at the end of the job."""
-        span = record.span
-        if span is None:
-            return
         status = ACCEPTED if job.status is JobStatus.succeeded else (job.error.status if job.error else 500)
-        principal = record.principal
-        if record.cost_usd and principal is not None and principal.user_id is not None:
-            self._budgets.finished(principal.user_id, Telemetry.span_id(span), record.cost_usd)
-        Telemetry.finish(span, record.span_attributes(status), status)
+        end_span(record, status, self._budgets)
 
     async def sweep_forever(self) -> None:
         while True:
