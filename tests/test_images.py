@@ -30,7 +30,7 @@ from openai import OpenAI
 from PIL import Image
 from support.fake_comfyui import CHECKPOINTS, FakeComfyUIState, create_fake_comfyui
 from support.servers import ThreadServer, free_port
-from test_telemetry import _spans_for
+from support.spans import spans_for
 from test_usage import _as_user
 
 WORKFLOWS = ROOT / "config" / "comfyui"
@@ -591,7 +591,7 @@ def test_spans_and_usage_for_images(live: Bff, mock: Bff, admin_token: str, clic
     with _as_user(mock, user_id) as client:
         assert client.post("/v1/images/generations", json={"model": "mock-image", "prompt": "m"}, headers={"x-request-id": mock_id}).status_code == 200
 
-    sync_span, job_span, mock_span = (_spans_for(store, rid) for rid in (sync_id, job_request_id, mock_id))
+    sync_span, job_span, mock_span = (spans_for(store, rid) for rid in (sync_id, job_request_id, mock_id))
     assert len(sync_span) == len(job_span) == len(mock_span) == 1
     attributes = sync_span[0]["SpanAttributes"]
     assert sync_span[0]["SpanName"] == "gateway images"

@@ -9,6 +9,7 @@ from typing import Any
 import httpcore
 import httpx
 import pytest
+from bff.clickhouse import ClickHouseStore
 from conftest import ROOT, SERVICE_KEY, Bff, BffFactory
 from support.fake_ollama import (
     BROKEN_PULL,
@@ -21,8 +22,7 @@ from support.fake_ollama import (
     create_fake_ollama,
 )
 from support.servers import ThreadServer, free_port
-
-from bff.clickhouse import ClickHouseStore
+from support.spans import spans_for
 
 NEW_MODEL = "llama3.2:1b"
 TRAVERSAL_PATHS = [
@@ -118,18 +118,6 @@ def _raw(bff: Bff, method: str, target: bytes, token: str, body: bytes | None = 
     with httpcore.ConnectionPool() as pool:
         answer = pool.request(method, httpcore.URL(scheme=b"http", host=url.raw_host, port=url.port, target=target), headers=headers, content=body)
     return answer.status, json.loads(answer.content)
-
-
-def _spans_for(store: ClickHouseStore, request_id: str, timeout: float = 10) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = store.query(
-            "SELECT SpanName, SpanAttributes FROM otel.otel_traces WHERE SpanAttributes['gateway.request_id'] = {id:String}",
-            {"id": request_id},
-        )
-        if rows or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
 
 
 def test_installed_models_for_chat_users(obff: Bff, user_token: str, ollama: FakeOllamaState) -> None:
@@ -354,12 +342,12 @@ def test_one_models_span_per_request(obff: Bff, user_token: str, admin_token: st
     assert statuses == [200, 200, 200, 200, 403, 400, 200, 404]
 
     for request_id, status, model in cases:
-        spans = _spans_for(store, request_id)
+        spans = spans_for(store, request_id)
         assert len(spans) == 1, request_id
         span = spans[0]
         attributes = span["SpanAttributes"]
         assert span["SpanName"] == "gateway models" and attributes["gateway.operation"] == "models", request_id
         assert attributes["http.response.status_code"] == str(status)
         assert attributes.get("gen_ai.request.model") == model, request_id
-    unknown = _spans_for(store, cases[3][0])[0]["SpanAttributes"]
+    unknown = spans_for(store, cases[3][0])[0]["SpanAttributes"]
     assert unknown["error.type"] == "model_not_found" and unknown["gateway.stream"] == "true"

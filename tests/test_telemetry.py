@@ -4,15 +4,20 @@ import time
 import uuid
 from typing import Any
 
+from bff.clickhouse import ClickHouseStore, StoreUnavailable
+from bff.telemetry.clickhouse_exporter import (
+    COLUMNS,
+    TRACES_TABLE,
+    ClickHouseSpanExporter,
+    span_row,
+)
 from conftest import ROOT, Bff, BffFactory, chat_body
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from support.servers import free_port
-
-from bff.clickhouse import ClickHouseStore, StoreUnavailable
-from bff.telemetry.clickhouse_exporter import COLUMNS, TRACES_TABLE, ClickHouseSpanExporter, span_row
+from support.spans import spans_for
 
 # The contrib exporter's insert statement, in its column order (traces_insert.sql).
 COLLECTOR_COLUMNS = (
@@ -85,19 +90,6 @@ def test_row_mapping_matches_the_collector_format(clickhouse_url: str) -> None:
     assert typed == [{"Operation": "chat", "InputTokens": 11, "Stream": True}]
 
 
-def _spans_for(store: ClickHouseStore, request_id: str, timeout: float = 10) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = store.query(
-            "SELECT TraceId, ParentSpanId, SpanName, SpanAttributes FROM otel.otel_traces "
-            "WHERE SpanAttributes['gateway.request_id'] = {id:String}",
-            {"id": request_id},
-        )
-        if rows or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
-
-
 def test_one_span_per_request_joining_the_callers_trace(bff: Bff, user_token: str, clickhouse_url: str) -> None:
     store = ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse")
     trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
@@ -112,7 +104,7 @@ def test_one_span_per_request_joining_the_callers_trace(bff: Bff, user_token: st
         headers = {"x-request-id": request_id, "traceparent": f"00-{trace_id}-{parent_id}-01", "X-LLM-Context": "rag.answer"}
         with bff.client(user_token, headers=headers) as client:
             assert client.post("/v1/chat/completions", json=body).status_code == status
-        spans = _spans_for(store, request_id)
+        spans = spans_for(store, request_id)
         assert len(spans) == 1, name
         span = spans[0]
         assert span["TraceId"] == trace_id and span["ParentSpanId"] == parent_id and span["SpanName"] == "gateway chat"
@@ -182,7 +174,9 @@ def test_buffered_spans_are_delivered_after_an_outage(clickhouse_url: str) -> No
 
 def test_spans_go_to_an_otlp_collector_when_configured(bff_factory: BffFactory, user_token: str) -> None:
     """A loopback OTLP/HTTP receiver stands in for the collector and decodes what arrives."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
