@@ -49,7 +49,7 @@ stop_all() {
   trap - INT TERM EXIT
   if [ ${#pids[@]} -gt 0 ]; then
     log "stopping"
-    kill "${pids[@]}" 2>/dev/null || true
+    kill "${pids[@]}" 2>/dev/null || true  # either may have exited already
     wait "${pids[@]}" 2>/dev/null || true
   fi
 }

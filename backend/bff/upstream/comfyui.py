@@ -13,7 +13,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 
-from bff.errors import ApiError, bad_gateway, bad_request, gateway_timeout, unavailable
+from bff.errors import ApiError, bad_gateway, bad_request
+from bff.upstream.errors import Upstream
 
 SOCKET_MAX_BYTES = 16 * 1024 * 1024  # binary preview images arrive on the same socket
 _URL = re.compile(r"(https?|wss?)://\S+")
@@ -110,12 +111,12 @@ def rejection_message(body: Any) -> str:
     return _clean("ComfyUI rejected the workflow: " + ("; ".join(problems) or "no reason given"))
 
 
-def _transport_error(exc: httpx.HTTPError) -> ApiError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return unavailable("the image service (ComfyUI) is unreachable", "comfyui_unavailable")
-    if isinstance(exc, httpx.TimeoutException):
-        return gateway_timeout("the image service (ComfyUI) timed out")
-    return bad_gateway("the image service (ComfyUI) failed to answer")
+COMFYUI = Upstream(
+    unreachable="the image service (ComfyUI) is unreachable",
+    unreachable_code="comfyui_unavailable",
+    timed_out="the image service (ComfyUI) timed out",
+    failed="the image service (ComfyUI) failed to answer",
+)
 
 
 def _invalid_answer() -> ApiError:
@@ -137,7 +138,7 @@ class ComfyUIClient:
         try:
             return await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
+            raise COMFYUI.transport_error(exc) from None
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._request(method, path, **kwargs)

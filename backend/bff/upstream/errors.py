@@ -6,6 +6,7 @@ are cut short: callers learn why, never where or with which credentials.
 
 import json
 import re
+from dataclasses import dataclass
 
 import httpx
 
@@ -48,12 +49,43 @@ def error_from_status(status: int, body: bytes, headers: httpx.Headers) -> ApiEr
     return bad_gateway()
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """How one upstream service's transport failures read to callers (never its address)."""
+
+    unreachable: str
+    unreachable_code: str
+    timed_out: str
+    failed: str
+
+    def transport_error(self, exc: httpx.HTTPError, timed_out: str | None = None) -> ApiError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return unavailable(self.unreachable, self.unreachable_code)
+        if isinstance(exc, httpx.TimeoutException):
+            return gateway_timeout(timed_out or self.timed_out)
+        return bad_gateway(self.failed)
+
+
+LITELLM = Upstream(
+    unreachable="the model service (LiteLLM) is unreachable",
+    unreachable_code="upstream_unavailable",
+    timed_out="the upstream model service timed out",
+    failed="the upstream model service returned an invalid answer",
+)
+
+
 def error_from_transport(exc: httpx.HTTPError) -> ApiError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return unavailable("the model service (LiteLLM) is unreachable", "upstream_unavailable")
-    if isinstance(exc, httpx.TimeoutException):
-        return gateway_timeout()
-    return bad_gateway()
+    return LITELLM.transport_error(exc)
+
+
+async def read_and_close(response: httpx.Response) -> bytes:
+    """The body of a refused streaming answer (for its error message), then the connection back."""
+    try:
+        return await response.aread()
+    except httpx.HTTPError:
+        return b""
+    finally:
+        await response.aclose()
 
 
 def stream_error_event(error: ApiError) -> bytes:

@@ -6,7 +6,7 @@ import httpx
 
 from bff.errors import bad_gateway
 from bff.settings import Settings
-from bff.upstream.errors import error_from_status, error_from_transport
+from bff.upstream.errors import error_from_status, error_from_transport, read_and_close
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -54,13 +54,7 @@ class LiteLLMClient:
         except httpx.HTTPError as exc:
             raise error_from_transport(exc) from None
         if response.status_code != 200:
-            try:
-                content = await response.aread()
-            except httpx.HTTPError:
-                content = b""
-            finally:
-                await response.aclose()
-            raise error_from_status(response.status_code, content, response.headers)
+            raise error_from_status(response.status_code, await read_and_close(response), response.headers)
         return response
 
     async def is_alive(self) -> str | None:

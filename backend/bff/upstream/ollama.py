@@ -14,7 +14,8 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from bff.errors import ApiError, bad_gateway, bad_request, gateway_timeout, not_found, unavailable
+from bff.errors import ApiError, bad_gateway, bad_request, gateway_timeout, not_found
+from bff.upstream.errors import Upstream, read_and_close
 from bff.settings import Settings
 
 MODEL_NAME_MAX = 200
@@ -56,12 +57,7 @@ class PullProgress(BaseModel):
     completed: int | None = None
 
 
-def transport_error(exc: httpx.HTTPError, timeout_message: str = TIMED_OUT) -> ApiError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return unavailable(UNREACHABLE, "ollama_unavailable")
-    if isinstance(exc, httpx.TimeoutException):
-        return gateway_timeout(timeout_message)
-    return bad_gateway(INVALID_ANSWER)
+OLLAMA = Upstream(unreachable=UNREACHABLE, unreachable_code="ollama_unavailable", timed_out=TIMED_OUT, failed=INVALID_ANSWER)
 
 
 class OllamaClient:
@@ -91,13 +87,13 @@ class OllamaClient:
             return ""
         return self._clean(error) if isinstance(error, str) else ""
 
-    def _status_error(self, response: httpx.Response) -> ApiError:
-        detail = self._message(response.content)
-        if response.status_code == 404:
+    def _status_error(self, status: int, body: bytes) -> ApiError:
+        detail = self._message(body)
+        if status == 404:
             return not_found(f"Ollama: {detail or 'model not found'}", "model_not_found")
-        if response.status_code == 400:
+        if status == 400:
             return bad_request(f"Ollama rejected the request: {detail or 'invalid request'}", "upstream_rejected")
-        if response.status_code in (408, 504):
+        if status in (408, 504):
             return gateway_timeout(TIMED_OUT)
         return bad_gateway(INVALID_ANSWER)
 
@@ -106,7 +102,7 @@ class OllamaClient:
         try:
             response = await self._http.get(path)
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
+            raise OLLAMA.transport_error(exc) from None
         if response.status_code != 200:
             raise bad_gateway(INVALID_ANSWER)
         try:
@@ -118,11 +114,11 @@ class OllamaClient:
         try:
             response = await self._http.request("DELETE", "/api/delete", json={"model": name})
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
+            raise OLLAMA.transport_error(exc) from None
         if response.status_code == 404:
             raise not_found(f"model '{name}' is not installed in Ollama", "model_not_found")
         if response.status_code != 200:
-            raise self._status_error(response)
+            raise self._status_error(response.status_code, response.content)
 
     async def open_pull(self, name: str) -> httpx.Response:
         """The streaming pull answer (200 only); the caller reads it with `pull_progress`."""
@@ -132,15 +128,9 @@ class OllamaClient:
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
+            raise OLLAMA.transport_error(exc) from None
         if response.status_code != 200:
-            try:
-                await response.aread()
-            except httpx.HTTPError:
-                pass
-            finally:
-                await response.aclose()
-            raise self._status_error(response)
+            raise self._status_error(response.status_code, await read_and_close(response))
         return response
 
     async def pull_progress(self, response: httpx.Response) -> AsyncIterator[PullProgress | ApiError]:
@@ -155,7 +145,7 @@ class OllamaClient:
                     return
             yield bad_gateway("the Ollama server ended the pull before it succeeded")
         except httpx.HTTPError as exc:
-            yield transport_error(exc, f"the Ollama server sent no pull progress for {self._pull_idle_seconds:g} s")
+            yield OLLAMA.transport_error(exc, f"the Ollama server sent no pull progress for {self._pull_idle_seconds:g} s")
         finally:
             await response.aclose()
 
