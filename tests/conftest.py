@@ -25,7 +25,8 @@ from support.servers import ProcessServer, ThreadServer, free_port, wait_until  
 from support.tokens import session_token  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "tests" / "output"
+# TEST_OUTPUT_DIR lets two pytest runs share a checkout (each needs its own embedded ClickHouse path).
+OUTPUT = Path(os.environ.get("TEST_OUTPUT_DIR", ROOT / "tests" / "output")).resolve()
 LITELLM_BIN = Path(os.environ.get("LITELLM_BIN", ROOT / ".venv-litellm" / "bin" / "litellm"))
 
 MASTER_KEY = "sk-test-master-key-0123456789"
