@@ -74,3 +74,27 @@ def test_budget_override_fields_merge_over_the_role() -> None:
 
     merged = Budget(daily_usd=5, monthly_usd=50).overridden_by(Budget(daily_usd=1))
     assert merged.daily_usd == 1 and merged.monthly_usd == 50
+
+
+def test_budget_endpoint_shows_every_period(bff_factory: BffFactory, tmp_path: Path, admin_token: str) -> None:
+    user_id = f"budget-{uuid.uuid4().hex[:8]}"
+    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    policy["budgets"]["users"] = {user_id: {"daily_usd": "1", "monthly_usd": "10"}}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    bff = bff_factory(policy_file=path, budget_cache_seconds=0)
+    with _as_user(bff, user_id) as client:
+        cost = client.post("/v1/chat/completions", json=chat_body()).headers["x-litellm-response-cost"]
+        answer = client.get("/api/usage/budget")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["user_id"], body["role"], body["limited"]) == (user_id, "user", True)
+    periods = {period["period"]: period for period in body["periods"]}
+    assert (periods["daily"]["limit_usd"], periods["monthly"]["limit_usd"]) == ("1", "10")
+    for period in periods.values():
+        assert float(period["spent_usd"]) == pytest.approx(float(cost))
+        assert float(period["remaining_usd"]) == pytest.approx(float(period["limit_usd"]) - float(cost))
+    assert datetime.fromisoformat(periods["daily"]["resets_at"]) > datetime.now(UTC)
+    with bff.client(admin_token) as admin:
+        unlimited = admin.get("/api/usage/budget").json()
+    assert unlimited["limited"] is False and unlimited["periods"] == [] and unlimited["role"] == "admin"

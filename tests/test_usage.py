@@ -177,3 +177,37 @@ def test_service_key_and_pending_cannot_read_usage(bff: Bff) -> None:
         assert service.get("/api/usage/summary").status_code == 403
     with bff.client(session_token("pending-1", WEBUI_SECRET)) as pending:
         assert pending.get("/api/usage/summary").status_code == 403
+
+
+def _wait_for_request(client: httpx.Client, request_id: str, timeout: float = 15) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = client.get(f"/api/usage/requests/{request_id}")
+        if answer.status_code != 404 or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)
+
+
+def test_request_lookup_by_request_id(bff: Bff, admin_token: str) -> None:
+    user_id = f"lookup-{uuid.uuid4().hex[:8]}"
+    with _as_user(bff, user_id) as owner:
+        chat = owner.post("/v1/chat/completions", json=chat_body(), headers={"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"})
+        assert chat.status_code == 200
+        request_id = chat.headers["x-request-id"]
+        mine = _wait_for_request(owner, request_id)
+    assert mine.status_code == 200, mine.text
+    body = mine.json()
+    assert body["trace_id"] == "ab" * 16
+    request = body["request"]
+    assert (request["user_id"], request["role"], request["model"], request["status"]) == (user_id, "user", "fake-mini", 200)
+    assert (request["input_tokens"], request["output_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert request["cost_usd"] == pytest.approx(float(chat.headers["x-litellm-response-cost"]))
+    gateway_span = next(span for span in body["spans"] if span["service_name"] == "llm-bff")
+    assert gateway_span["parent_span_id"] == "cd" * 8 and gateway_span["span_kind"] == "Server"
+    with _as_user(bff, f"other-{uuid.uuid4().hex[:8]}") as other:
+        assert other.get(f"/api/usage/requests/{request_id}").status_code == 404  # not theirs: not found
+    with bff.client(admin_token) as admin:
+        assert admin.get(f"/api/usage/requests/{request_id}").json()["request"]["user_id"] == user_id
+        assert admin.get("/api/usage/requests/no-such-request").status_code == 404
+        bad = admin.get("/api/usage/requests/bad%20id%27")
+    assert bad.status_code == 400 and "request_id" in bad.json()["error"]["message"]

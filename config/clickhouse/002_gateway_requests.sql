@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS otel.gateway_requests (
     HttpStatus UInt16,
     ErrorType LowCardinality(String),
     INDEX idx_session SessionId TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_user UserId TYPE bloom_filter(0.01) GRANULARITY 1
+    INDEX idx_user UserId TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_request RequestId TYPE bloom_filter(0.01) GRANULARITY 1
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(Timestamp)
 ORDER BY (toDate(Timestamp), UserId, ModelGroup, Timestamp)

@@ -52,14 +52,14 @@ class BudgetStatus(BaseModel):
     def headers(self) -> dict[str, str]:
         values = (
             self.period,
-            _plain(self.limit_usd),
-            _plain(max(self.remaining_usd, Decimal(0))),
+            plain_decimal(self.limit_usd),
+            plain_decimal(max(self.remaining_usd, Decimal(0))),
             self.resets_at.isoformat(),
         )
         return dict(zip(BUDGET_HEADERS, values, strict=True))
 
 
-def _plain(amount: Decimal) -> str:
+def plain_decimal(amount: Decimal) -> str:
     """'0.000015' rather than '1.5E-5' or '0.0000150'."""
     return format(amount.normalize(), "f")
 
@@ -118,14 +118,19 @@ class BudgetGuard:
 
     async def status(self, principal: Principal) -> BudgetStatus | None:
         """The binding period's state, or None when the caller has no limit."""
+        periods = await self.periods(principal)
+        return min(periods, key=lambda status: status.remaining_usd) if periods else None
+
+    async def periods(self, principal: Principal) -> list[BudgetStatus]:
+        """The state of every limited period of the caller (empty: no limit)."""
         budget = self.budget_for(principal)
         if principal.user_id is None or (budget.daily_usd is None and budget.monthly_usd is None):
-            return None
+            return []
         today = datetime.now(UTC).date()
         snapshot = await self._snapshot(principal.user_id, today)
         daily, monthly = self._spend(principal.user_id, snapshot, today)
         tomorrow, next_month = _period_ends(today)
-        candidates = [
+        return [
             BudgetStatus(period=period, limit_usd=limit, spent_usd=spent, remaining_usd=limit - spent, resets_at=reset)
             for period, limit, spent, reset in (
                 ("daily", budget.daily_usd, daily, tomorrow),
@@ -133,7 +138,6 @@ class BudgetGuard:
             )
             if limit is not None
         ]
-        return min(candidates, key=lambda status: status.remaining_usd)
 
     @staticmethod
     def enforce(status: BudgetStatus | None) -> None:

@@ -7,23 +7,30 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Path, Query
 
 from bff.clickhouse import StoreUnavailable
-from bff.errors import forbidden, unavailable
+from bff.errors import forbidden, not_found, unavailable
+from bff.policy.budgets import plain_decimal
 from bff.policy.model import Permission
 from bff.services import PrincipalDep, Services, ServicesDep
 from bff.usage import queries
 from bff.usage.models import (
     BreakdownResponse,
+    BudgetPeriod,
+    BudgetResponse,
     Bucket,
     Dimension,
+    RequestDetail,
+    RequestTrace,
     SessionRequest,
     SessionResponse,
     SummaryResponse,
     TimeseriesResponse,
+    TraceSpan,
 )
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
 T = TypeVar("T")
 Text = Annotated[str | None, Query(max_length=256)]
+RequestId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._\-]{1,64}$", description="the x-request-id of a gateway response")]
 
 
 def usage_query(
@@ -114,4 +121,54 @@ async def session(
         session_id=session_id,
         totals=queries.summary_result(totals),
         requests=[SessionRequest.model_validate({**row, "cost_usd": float(row["cost_usd"])}) for row in requests],
+    )
+
+
+@router.get(
+    "/requests/{request_id}",
+    response_model=RequestTrace,
+    summary="One request by its x-request-id, with every stored span of its trace (Kong, BFF, LiteLLM)",
+)
+async def request_trace(services: ServicesDep, query: QueryDep, request_id: RequestId) -> RequestTrace:
+    """404 until the request's span is in ClickHouse; users find only their own requests."""
+    request_sql, params = queries.request_sql(query, request_id)
+
+    def work() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        rows = services.store.query(request_sql, params)
+        if not rows:
+            return None, []
+        trace_sql, trace_params = queries.trace_sql(rows[0]["trace_id"], rows[0]["timestamp"])
+        return rows[0], services.store.query(trace_sql, trace_params)
+
+    row, spans = await _run(services, work)
+    if row is None:
+        raise not_found(f"no stored request '{request_id}' in this range (spans are stored within seconds)", "request_not_found")
+    return RequestTrace(
+        request_id=request_id,
+        trace_id=row["trace_id"],
+        request=RequestDetail.model_validate({**row, "cost_usd": float(row["cost_usd"])}),
+        spans=[TraceSpan.model_validate(span) for span in spans],
+    )
+
+
+@router.get("/budget", response_model=BudgetResponse, summary="The caller's budget: limit, spend and reset per period")
+async def budget(services: ServicesDep, principal: PrincipalDep) -> BudgetResponse:
+    if principal.is_service_only or principal.user_id is None:
+        raise forbidden("a service key without a forwarded user has no budget", "user_identity_required")
+    services.access.require(principal, Permission.usage_own)
+    periods = await services.budgets.periods(principal)  # ClickHouse down: the last known spend
+    return BudgetResponse(
+        user_id=principal.user_id,
+        role=principal.role.value,
+        limited=bool(periods),
+        periods=[
+            BudgetPeriod(
+                period=status.period,
+                limit_usd=plain_decimal(status.limit_usd),
+                spent_usd=plain_decimal(status.spent_usd),
+                remaining_usd=plain_decimal(status.remaining_usd),
+                resets_at=status.resets_at,
+            )
+            for status in periods
+        ],
     )

@@ -110,3 +110,57 @@ class SessionResponse(BaseModel):
     session_id: str
     totals: UsageTotals
     requests: list[SessionRequest]
+
+
+class RequestDetail(SessionRequest):
+    """One gateway request as stored in the typed table."""
+
+    trace_id: str
+    user_id: str
+    role: str
+    requested_model: str
+    provider: str
+    deployment_id: str
+    operation: str
+    route: str
+    session_id: str
+    context: str
+    total_tokens: int
+    retries: int
+    fallbacks: int
+    error_type: str
+
+
+class TraceSpan(BaseModel):
+    """A span of the request's trace from any service (Kong, the BFF, LiteLLM); no attributes."""
+
+    timestamp: datetime
+    service_name: str
+    span_name: str
+    span_kind: str
+    span_id: str
+    parent_span_id: str
+    duration_ms: float
+    status_code: str
+
+
+class RequestTrace(BaseModel):
+    request_id: str
+    trace_id: str
+    request: RequestDetail
+    spans: list[TraceSpan]
+
+
+class BudgetPeriod(BaseModel):
+    period: Literal["daily", "monthly"]
+    limit_usd: str = Field(description="decimal string")
+    spent_usd: str = Field(description="decimal string")
+    remaining_usd: str = Field(description="decimal string; negative when the last request overshot")
+    resets_at: datetime
+
+
+class BudgetResponse(BaseModel):
+    user_id: str
+    role: str
+    limited: bool = Field(description="false: no limit applies to this user")
+    periods: list[BudgetPeriod]

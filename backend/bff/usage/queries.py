@@ -238,3 +238,34 @@ def session_sql(query: UsageQuery, session_id: str) -> tuple[str, str, dict[str,
         f"ORDER BY Timestamp LIMIT {SESSION_LIMIT}"
     )
     return totals, requests, params
+
+
+# The window around a request's time that holds the rest of its trace.
+TRACE_WINDOW = timedelta(hours=1)
+
+
+def request_sql(query: UsageQuery, request_id: str) -> tuple[str, dict[str, Any]]:
+    """One request's typed row, within the query's range and user filter."""
+    where, params = query.where(_TYPED)
+    params["request_id"] = request_id
+    sql = (
+        "SELECT Timestamp AS timestamp, RequestId AS request_id, TraceId AS trace_id, UserId AS user_id, Role AS role, "
+        "RequestedModel AS requested_model, ModelGroup AS model, Provider AS provider, DeploymentId AS deployment_id, "
+        "Operation AS operation, Route AS route, SessionId AS session_id, Context AS context, HttpStatus AS status, "
+        "ErrorType AS error_type, Stream AS stream, InputTokens AS input_tokens, OutputTokens AS output_tokens, "
+        "TotalTokens AS total_tokens, CostUsd AS cost_usd, LatencyMs AS latency_ms, TtftMs AS ttft_ms, "
+        f"Retries AS retries, Fallbacks AS fallbacks FROM {_TYPED.table} "
+        f"WHERE {where} AND RequestId = {{request_id:String}} ORDER BY Timestamp LIMIT 1"
+    )
+    return sql, params
+
+
+def trace_sql(trace_id: str, around: datetime) -> tuple[str, dict[str, Any]]:
+    """Every service's spans of one trace, near the request's time (otel_traces is partitioned by day)."""
+    sql = (
+        "SELECT Timestamp AS timestamp, ServiceName AS service_name, SpanName AS span_name, SpanKind AS span_kind, "
+        "SpanId AS span_id, ParentSpanId AS parent_span_id, Duration / 1e6 AS duration_ms, StatusCode AS status_code "
+        "FROM otel.otel_traces WHERE TraceId = {trace_id:String} "
+        "AND Timestamp >= {start:DateTime64(6, 'UTC')} AND Timestamp < {end:DateTime64(6, 'UTC')} ORDER BY Timestamp LIMIT 200"
+    )
+    return sql, {"trace_id": trace_id, "start": around - TRACE_WINDOW, "end": around + TRACE_WINDOW}
