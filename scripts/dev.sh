@@ -4,20 +4,26 @@
 #
 #   scripts/dev.sh                     BFF on :8080, LiteLLM on :4000
 #   BFF_PORT=9000 LITELLM_PORT=4100 scripts/dev.sh
+#   DATA_DIR=/tmp/stack scripts/dev.sh  secrets, logs, embedded ClickHouse and media there
 #
-# Secrets for the local stack are generated once into .data/dev.env. Values already
-# in the environment (or in .env at the top of the repo) take precedence.
+# Secrets for the local stack are generated once into $DATA_DIR/dev.env (default .data/).
+# Values already in the environment (or in .env at the top of the repo) take precedence.
+# ENV_FILE names another file to read instead of .env; ENV_FILE= (empty) reads none.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-[ -f "$ROOT/.env" ] && { set -a; source "$ROOT/.env"; set +a; }
+ENV_FILE="${ENV_FILE-$ROOT/.env}"
+[ -n "$ENV_FILE" ] && [ -f "$ENV_FILE" ] && { set -a; source "$ENV_FILE"; set +a; }
 
 ensure_bff_venv
 ensure_litellm_venv
 ensure_monitoring_assets || log "the monitoring pages will show no charts until 'npm ci' succeeds in backend/bff/monitoring"
 
-mkdir -p "$ROOT/.data/logs"
-DEV_ENV="$ROOT/.data/dev.env"
+mkdir -p "${DATA_DIR:=$ROOT/.data}/logs"
+DATA_DIR="$(cd "$DATA_DIR" && pwd)"  # absolute: the chdb:// URL and the BFF (run from $ROOT) need it
+LOGS="$DATA_DIR/logs"
+export DATA_DIR  # scripts/dev_token.py reads $DATA_DIR/dev.env
+DEV_ENV="$DATA_DIR/dev.env"
 if [ ! -f "$DEV_ENV" ]; then
   random() { "$PYTHON" -c 'import secrets, sys; print(sys.argv[1] + secrets.token_hex(24))' "$1"; }
   umask 077
@@ -27,7 +33,7 @@ if [ ! -f "$DEV_ENV" ]; then
     echo "BFF_SERVICE_KEYS=$(random svc-)"
     echo "FORWARD_USER_INFO_HEADER_JWT_SECRET=$(random '')"
   } > "$DEV_ENV"
-  log "generated local secrets in .data/dev.env"
+  log "generated local secrets in $DEV_ENV"
 fi
 while IFS='=' read -r name value; do
   [ -n "$name" ] && [ -z "${!name:-}" ] && export "$name=$value"
@@ -42,6 +48,7 @@ export POLICY_FILE="${POLICY_FILE:-$ROOT/config/policy.yaml}"
 export ROUTING_FILE="${ROUTING_FILE:-$ROOT/config/routing.yaml}"
 export GENERATOR_MODE="${GENERATOR_MODE:-mock}"  # tasks and images go to mock deployments: no keys, no ComfyUI
 export LITELLM_LOCAL_MODEL_COST_MAP=True  # never download the price map at start-up
+export CLICKHOUSE_URL="${CLICKHOUSE_URL:-chdb://$DATA_DIR/clickhouse}" MEDIA_DIR="${MEDIA_DIR:-$DATA_DIR/media}"
 LITELLM_CONFIG="${LITELLM_CONFIG:-$ROOT/config/litellm.dev.yaml}"
 
 pids=()
@@ -55,18 +62,18 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
-log "starting LiteLLM on :$LITELLM_PORT ($(basename "$LITELLM_CONFIG")), log in .data/logs/litellm.log"
+log "starting LiteLLM on :$LITELLM_PORT ($(basename "$LITELLM_CONFIG")), log in $LOGS/litellm.log"
 "$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" --host 127.0.0.1 --port "$LITELLM_PORT" \
-  > "$ROOT/.data/logs/litellm.log" 2>&1 &
+  > "$LOGS/litellm.log" 2>&1 &
 pids+=($!)
 wait_for_http "http://127.0.0.1:$LITELLM_PORT/health/readiness" 120 LiteLLM "${pids[0]}" \
-  || { tail -n 30 "$ROOT/.data/logs/litellm.log" >&2; die "LiteLLM did not become ready"; }
+  || { tail -n 30 "$LOGS/litellm.log" >&2; die "LiteLLM did not become ready"; }
 
-log "starting the BFF on :$BFF_PORT, log in .data/logs/bff.log"
-(cd "$ROOT" && exec "$BFF_VENV/bin/python" -m bff) > "$ROOT/.data/logs/bff.log" 2>&1 &
+log "starting the BFF on :$BFF_PORT, log in $LOGS/bff.log"
+(cd "$ROOT" && exec "$BFF_VENV/bin/python" -m bff) > "$LOGS/bff.log" 2>&1 &
 pids+=($!)
 wait_for_http "http://127.0.0.1:$BFF_PORT/health/ready" 60 BFF "${pids[1]}" \
-  || { tail -n 30 "$ROOT/.data/logs/bff.log" >&2; die "the BFF did not become ready"; }
+  || { tail -n 30 "$LOGS/bff.log" >&2; die "the BFF did not become ready"; }
 
 admin_token="$("$BFF_VENV/bin/python" "$ROOT/scripts/dev_token.py" --role admin)"
 user_token="$("$BFF_VENV/bin/python" "$ROOT/scripts/dev_token.py" --role user)"
@@ -90,4 +97,4 @@ INFO
 
 # Exit (and stop the other one) as soon as either process ends.
 wait -n "${pids[@]}"
-die "a process of the local stack exited; see .data/logs/"
+die "a process of the local stack exited; see $LOGS/"

@@ -7,7 +7,7 @@ The token is signed exactly as Open-WebUI 0.12 signs its session tokens (HS256 w
 WEBUI_SECRET_KEY; claims id, typ, auth_method, auth_time, mfa_verified, exp, jti,
 iat) for the dev user of that role in config/dev-users.yaml, which the BFF's
 static role source knows. WEBUI_SECRET_KEY comes from the environment or from
-.data/dev.env, written by scripts/dev.sh.
+$DATA_DIR/dev.env (default .data/dev.env), written by scripts/dev.sh.
 """
 
 import argparse
@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def secret_key() -> str:
     if os.environ.get("WEBUI_SECRET_KEY"):
         return os.environ["WEBUI_SECRET_KEY"]
-    env_file = ROOT / ".data" / "dev.env"
+    env_file = Path(os.environ.get("DATA_DIR") or ROOT / ".data") / "dev.env"
     if env_file.exists():
         for line in env_file.read_text().splitlines():
             name, _, value = line.partition("=")
             if name.strip() == "WEBUI_SECRET_KEY":
                 return value.strip()
-    sys.exit("WEBUI_SECRET_KEY is not set and .data/dev.env does not exist: run scripts/dev.sh first")
+    sys.exit(f"WEBUI_SECRET_KEY is not set and {env_file} does not exist: run scripts/dev.sh first")
 
 
 def user_id_for(role: str) -> str:

@@ -75,3 +75,13 @@ wait_for_http() {
   done
   return 1
 }
+
+OPENWEBUI_VENV="$ROOT/.venv-openwebui"
+
+# Open-WebUI for the opt-in end-to-end suite (scripts/test.sh --openwebui), in its own venv
+# because it pins its own FastAPI and pulls ML packages. Every package is pinned, torch to
+# the CPU build (2.13.0+cpu, a local wheel on these machines), so nothing CUDA is resolved.
+ensure_openwebui_venv() {
+  ensure_venv "$OPENWEBUI_VENV" "$ROOT/scripts/openwebui-requirements.txt" -- \
+    -r "$ROOT/scripts/openwebui-requirements.txt"
+}

@@ -137,7 +137,7 @@ def bff_factory(
             **overrides,
         }
         settings = Settings(**values)
-        server = ThreadServer(create_app(settings)).start()
+        server = ThreadServer(create_app(settings), root_path=settings.public_path_prefix).start()  # as bff/__main__.py
         servers.append(server)
         return Bff(url=server.url, settings=settings)
 

@@ -19,10 +19,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS
-from support.servers import ThreadServer
+from support.servers import ThreadServer, strip_prefix
 from support.tokens import session_token
 from test_usage import _as_user, _wait_for
 
@@ -352,7 +350,7 @@ def test_pasted_token_is_kept_in_the_tab_only(browser: webdriver.Chrome, bff: Bf
 
 
 def test_works_behind_a_path_prefix(browser: webdriver.Chrome, bff: Bff, admin_token: str, traffic: dict[str, Any]) -> None:
-    server = ThreadServer(_strip_prefix("/gateway", create_app(bff.settings))).start()
+    server = ThreadServer(strip_prefix("/gateway", create_app(bff.settings))).start()
     try:
         _open(browser, server.url, "/gateway/monitoring", admin_token)
         page = _ready(browser)
@@ -380,17 +378,3 @@ def test_missing_chart_library_is_reported(
     with bff.client(admin_token) as admin:
         _assert_kpis(page["kpis"], _usage(admin, "summary", page["query"])["totals"])
 
-
-def _strip_prefix(prefix: str, app: ASGIApp) -> ASGIApp:
-    """What Kong does in front of the BFF: /gateway/x reaches the BFF as /x; anything else is not the BFF's."""
-
-    async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if not path.startswith(prefix + "/"):
-                await PlainTextResponse("not behind the prefix", status_code=404)(scope, receive, send)
-                return
-            scope = {**scope, "path": path[len(prefix) :], "raw_path": path[len(prefix) :].encode()}
-        await app(scope, receive, send)
-
-    return proxy

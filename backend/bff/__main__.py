@@ -17,6 +17,10 @@ def main() -> None:
         port=settings.bff_port,
         access_log=False,  # the BFF writes its own structured access log
         log_level=settings.log_level.lower(),
+        # Behind Kong the BFF is /gateway/*, stripped: URLs it hands out (images, docs) carry the prefix.
+        root_path=settings.public_path_prefix,
+        # X-Forwarded-Proto/-For are trusted from FORWARDED_ALLOW_IPS (uvicorn's setting; compose: Kong).
+        proxy_headers=True,
     )
 
 

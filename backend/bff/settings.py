@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     generator_mode: Literal["live", "mock"] = "live"
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     cors_allow_origins: CommaList = Field(default_factory=list)
+    # Where a reverse proxy publishes the BFF after stripping it (Kong: /gateway): image URLs
+    # and the OpenAPI docs then point there. Empty when the BFF is reached directly.
+    public_path_prefix: str = Field(default="", pattern=r"^(/[A-Za-z0-9._~\-]+)*$")
 
     # Images (ComfyUI); GENERATOR_MODE=mock serves every workflow with the mock backend
     comfyui_url: str = "http://127.0.0.1:8188"

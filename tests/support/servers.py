@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 def free_port() -> int:
@@ -34,10 +35,10 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 class ThreadServer:
     """uvicorn serving an ASGI app on 127.0.0.1 in a daemon thread."""
 
-    def __init__(self, app: ASGIApp, port: int | None = None):
+    def __init__(self, app: ASGIApp, port: int | None = None, root_path: str = ""):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", root_path=root_path)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -70,3 +71,18 @@ class ProcessServer:
             self.process.kill()
             self.process.wait(timeout=5)
         self._log.close()
+
+
+def strip_prefix(prefix: str, app: ASGIApp) -> ASGIApp:
+    """What Kong does in front of the BFF: /gateway/x reaches the BFF as /x; anything else is not the BFF's."""
+
+    async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if not path.startswith(prefix + "/"):
+                await PlainTextResponse("not behind the prefix", status_code=404)(scope, receive, send)
+                return
+            scope = {**scope, "path": path[len(prefix) :], "raw_path": path[len(prefix) :].encode()}
+        await app(scope, receive, send)
+
+    return proxy
