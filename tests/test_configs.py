@@ -1,5 +1,6 @@
 """The shipped LiteLLM configurations: they start with no provider key and match the policy."""
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,8 @@ import httpx
 import pytest
 import yaml
 from conftest import LITELLM_BIN, MASTER_KEY, OUTPUT, ROOT
+from support.otlp_receiver import OtlpReceiver
+from support.otlp_receiver import attributes as otlp_attributes
 from support.servers import ProcessServer, free_port, wait_until
 
 from bff.policy.model import load_policy
@@ -15,13 +18,27 @@ PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OLLAM
 
 
 @pytest.fixture(scope="module")
-def dev_litellm(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
+def collector() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    receiver.server.start()
+    yield receiver
+    receiver.server.stop()
+
+
+@pytest.fixture(scope="module")
+def dev_litellm(monkeypatch_module: pytest.MonkeyPatch, collector: OtlpReceiver) -> Iterator[str]:
+    """LiteLLM with the shipped config (plus mocks), exporting its spans as compose sets it up."""
     for name in PROVIDER_KEYS:  # the local stack must work with none of them
         monkeypatch_module.delenv(name, raising=False)
     port = free_port()
     process = ProcessServer(
         [str(LITELLM_BIN), "--config", str(ROOT / "config" / "litellm.dev.yaml"), "--host", "127.0.0.1", "--port", str(port)],
-        {"LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        {
+            "LITELLM_MASTER_KEY": MASTER_KEY,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "OTEL_EXPORTER": "otlp_http",
+            "OTEL_ENDPOINT": f"{collector.url}/v1/traces",
+        },
         OUTPUT / "litellm-dev.log",
     )
     url = f"http://127.0.0.1:{port}"
@@ -30,6 +47,27 @@ def dev_litellm(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
         yield url
     finally:
         process.stop()
+
+
+def test_litellm_spans_join_the_gateway_trace_without_content(dev_litellm: str, collector: OtlpReceiver) -> None:
+    """What compose relies on: LiteLLM's spans reach the collector under the BFF's trace, with no text."""
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    prompt = f"confidential-prompt-{uuid.uuid4().hex}"
+    answer = httpx.post(
+        f"{dev_litellm}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {MASTER_KEY}", "traceparent": f"00-{trace_id}-{parent}-01"},
+        json={"model": "mock-mini", "messages": [{"role": "user", "content": prompt}], "user": "user-7"},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    completion = answer.json()["choices"][0]["message"]["content"]
+    spans = collector.wait_for(lambda _, span: span.trace_id.hex() == trace_id, timeout=15)
+    assert spans, "no LiteLLM span reached the receiver"
+    assert {service for service, _ in spans} == {"litellm"}
+    assert any(span.parent_span_id.hex() == parent for _, span in spans)  # joined under the caller's span
+    for _, span in spans:
+        values = " ".join(otlp_attributes(span).values())
+        assert prompt not in values and completion not in values, span.name
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from support.otlp_receiver import OtlpReceiver
+from support.otlp_receiver import attributes as otlp_attributes
 from support.servers import free_port
 from support.spans import spans_for
 
@@ -174,44 +176,18 @@ def test_buffered_spans_are_delivered_after_an_outage(clickhouse_url: str) -> No
 
 def test_spans_go_to_an_otlp_collector_when_configured(bff_factory: BffFactory, user_token: str) -> None:
     """A loopback OTLP/HTTP receiver stands in for the collector and decodes what arrives."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-    from support.servers import ThreadServer
-
-    received: list[ExportTraceServiceRequest] = []
-
-    async def traces(request: Request) -> Response:
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.body())
-        received.append(message)
-        return Response(b"", media_type="application/x-protobuf")
-
-    collector = ThreadServer(Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])).start()
+    collector = OtlpReceiver()
+    collector.server.start()
     try:
         bff = bff_factory(otel_exporter_otlp_endpoint=collector.url)
         request_id = f"otlp-{uuid.uuid4().hex[:6]}"
         with bff.client(user_token, headers={"x-request-id": request_id}) as client:
             assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200
             assert client.get("/health/ready").json()["spans"] is None  # no ClickHouse exporter in this mode
-        deadline = time.monotonic() + 10
-        spans: list[Any] = []
-        while time.monotonic() < deadline and not spans:
-            spans = [
-                span
-                for message in received
-                for resource in message.resource_spans
-                for scope in resource.scope_spans
-                for span in scope.spans
-                if any(a.key == "gateway.request_id" and a.value.string_value == request_id for a in span.attributes)
-            ]
-            time.sleep(0.1)
+        found = collector.wait_for(lambda _, span: otlp_attributes(span).get("gateway.request_id") == request_id)
+        spans = [span for _, span in found]
     finally:
-        collector.stop()
+        collector.server.stop()
     assert len(spans) == 1
     attributes = {a.key: a.value for a in spans[0].attributes}
     assert attributes["enduser.id"].string_value == "user-1"
