@@ -60,6 +60,29 @@ def test_health_and_readiness(bff: Bff, bff_factory: BffFactory) -> None:
     assert dependencies["litellm"]["status"] == "down" and dependencies["open_webui_api"]["status"] == "down"
 
 
+def test_readiness_reports_the_otel_collector(bff_factory: BffFactory) -> None:
+    """Compose cannot probe the collector's distroless image; the BFF reports its health_check extension."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from support.servers import ThreadServer
+
+    async def healthy(_: object) -> JSONResponse:
+        return JSONResponse({"status": "Server available"})
+
+    extension = ThreadServer(Starlette(routes=[Route("/", healthy)])).start()
+    try:
+        with bff_factory(otel_collector_health_url=extension.url + "/").client() as client:
+            up = client.get("/health/ready").json()
+    finally:
+        extension.stop()
+    with bff_factory(otel_collector_health_url=f"http://127.0.0.1:{free_port()}/").client() as client:
+        down = client.get("/health/ready")
+    assert up["status"] == "ready" and up["dependencies"]["otel_collector"] == {"status": "ok", "detail": None}
+    assert down.status_code == 200 and down.json()["status"] == "degraded"  # chat still works
+    assert down.json()["dependencies"]["otel_collector"] == {"status": "down", "detail": "unreachable (ConnectError)"}
+
+
 def test_cors_allowlist(bff_factory: BffFactory) -> None:
     bff = bff_factory(cors_allow_origins=["https://chat.example.test"])
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     clickhouse_schema_dir: Path = Path("config/clickhouse")
     otel_service_name: str = "llm-bff"
     otel_exporter_otlp_endpoint: str | None = None  # set: spans go to the collector over OTLP/HTTP
+    otel_collector_health_url: str | None = None  # the collector's health_check extension, reported by /health/ready
     span_export_interval_ms: int = Field(default=1000, gt=0)
     span_buffer_max: int = Field(default=50_000, gt=0, description="spans kept while ClickHouse is down")
 

@@ -3,6 +3,7 @@
 import asyncio
 from typing import Literal
 
+import httpx
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -26,7 +27,7 @@ class SpanExport(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "not_ready"] = Field(
         description="not_ready: chat cannot work (LiteLLM or the role source is down); "
-        "degraded: chat works but usage data is delayed (ClickHouse is down)"
+        "degraded: chat works but usage data is delayed (ClickHouse or the OTEL collector is down)"
     )
     dependencies: dict[str, DependencyState]
     spans: SpanExport | None = Field(description="the ClickHouse span exporter (absent when exporting over OTLP)")
@@ -39,18 +40,24 @@ async def health() -> dict[str, str]:
 
 @router.get("/health/ready", response_model=Readiness, summary="Readiness: every dependency answers")
 async def ready(services: ServicesDep) -> JSONResponse:
-    litellm_problem, roles_problem, store_problem = await asyncio.gather(
-        services.litellm.is_alive(), services.role_source.problem(), services.store.problem()
+    collector_url = services.settings.otel_collector_health_url
+    litellm_problem, roles_problem, store_problem, collector_problem = await asyncio.gather(
+        services.litellm.is_alive(),
+        services.role_source.problem(),
+        services.store.problem(),
+        _collector_problem(collector_url) if collector_url else _nothing(),
     )
     dependencies = {
         "litellm": _state(litellm_problem),
         services.role_source.name: _state(roles_problem),
         "clickhouse": _state(store_problem),
     }
+    if collector_url:
+        dependencies["otel_collector"] = _state(collector_problem)
     export = services.telemetry.export_state()
     if litellm_problem or roles_problem:
         status = "not_ready"
-    elif store_problem or (export is not None and export.last_error):
+    elif store_problem or collector_problem or (export is not None and export.last_error):
         status = "degraded"
     else:
         status = "ready"
@@ -64,3 +71,17 @@ async def ready(services: ServicesDep) -> JSONResponse:
 
 def _state(problem: str | None) -> DependencyState:
     return DependencyState(status="down" if problem else "ok", detail=problem)
+
+
+async def _collector_problem(url: str) -> str | None:
+    """The collector's health_check extension (its image has no shell, so compose cannot probe it)."""
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            answer = await client.get(url)
+    except httpx.HTTPError as exc:
+        return f"unreachable ({type(exc).__name__})"
+    return None if answer.status_code == 200 else f"answered {answer.status_code}"
+
+
+async def _nothing() -> None:
+    return None
