@@ -19,7 +19,9 @@ ensure_bff_venv
 ensure_litellm_venv
 ensure_monitoring_assets || log "the monitoring pages will show no charts until 'npm ci' succeeds in backend/bff/monitoring"
 
-mkdir -p "${DATA_DIR:=$ROOT/.data}/logs"
+DATA_DIR="${DATA_DIR:-.data}"
+case "$DATA_DIR" in /*) ;; *) DATA_DIR="$ROOT/$DATA_DIR" ;; esac  # relative to the repository, as in .env
+mkdir -p "$DATA_DIR/logs"
 DATA_DIR="$(cd "$DATA_DIR" && pwd)"  # absolute: the chdb:// URL and the BFF (run from $ROOT) need it
 LOGS="$DATA_DIR/logs"
 export DATA_DIR  # scripts/dev_token.py reads $DATA_DIR/dev.env
@@ -63,7 +65,11 @@ stop_all() {
 trap stop_all INT TERM EXIT
 
 log "starting LiteLLM on :$LITELLM_PORT ($(basename "$LITELLM_CONFIG")), log in $LOGS/litellm.log"
-"$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" --host 127.0.0.1 --port "$LITELLM_PORT" \
+# LiteLLM's otel callback (config/litellm.yaml) has no collector here: its spans are off
+# unless OTEL_ENDPOINT (LiteLLM's variable) names one.
+litellm_otel_off=true
+[ -n "${OTEL_ENDPOINT:-}" ] && litellm_otel_off=false
+OTEL_SDK_DISABLED="$litellm_otel_off" "$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" --host 127.0.0.1 --port "$LITELLM_PORT" \
   > "$LOGS/litellm.log" 2>&1 &
 pids+=($!)
 wait_for_http "http://127.0.0.1:$LITELLM_PORT/health/readiness" 120 LiteLLM "${pids[0]}" \

@@ -98,8 +98,8 @@ def setting(name: str, default: str = "") -> str:
 
 def describe(response: httpx.Response) -> str:
     """Status and (shortened) error body; bodies are the gateway's error shape, never a credential."""
-    body = response.text.strip().replace("\n", " ")
-    return f"HTTP {response.status_code} {response.request.method} {response.request.url.path}: {body[:400] or '(empty body)'}"
+    body = response.text.strip().replace("\n", " ")[:400] or "(empty body)"
+    return f"HTTP {response.status_code} {response.request.method} {response.request.url.path}: {body}"
 
 
 def expect(response: httpx.Response, status: int = 200) -> httpx.Response:
@@ -123,7 +123,7 @@ def need(identity: Identity | None) -> Identity:
 
 def compose(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(["docker", "compose", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(["docker", "compose", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise CheckFailed(f"'docker compose {args[0]}' did not answer within {timeout:.0f} s") from None
 
@@ -145,7 +145,7 @@ def check_compose_services(run: Run) -> str:
         if state != "running" or health not in ("healthy", ""):
             problems.append(f"{service} {state}{f' ({health})' if health else ''}")
     if problems:
-        raise CheckFailed("not running and healthy: " + ", ".join(problems) + " (see 'docker compose ps' and 'docker compose logs')")
+        raise CheckFailed(f"not running and healthy: {', '.join(problems)} (see 'docker compose ps' and 'docker compose logs')")
     return ", ".join(f"{s} {states[s][1] or 'running'}" for s in COMPOSE_SERVICES)
 
 
@@ -181,7 +181,11 @@ def check_webui_health(run: Run) -> str:
 
 def mint(role: str) -> Identity:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "dev_token.py"), "--role", role], capture_output=True, text=True, timeout=30
+        [sys.executable, str(ROOT / "scripts" / "dev_token.py"), "--role", role],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     if done.returncode != 0:
         raise CheckFailed(f"scripts/dev_token.py --role {role} failed: {done.stderr.strip()}")
@@ -203,14 +207,17 @@ def session_of(response: httpx.Response, who: str) -> Identity:
 def compose_admin(webui: httpx.Client) -> Identity:
     email, password = setting("INTEGRATION_ADMIN_EMAIL"), setting("INTEGRATION_ADMIN_PASSWORD")
     if not email or not password:
-        raise CheckFailed("set INTEGRATION_ADMIN_EMAIL and INTEGRATION_ADMIN_PASSWORD (environment or .env) to an Open-WebUI admin's sign-in")
+        raise CheckFailed(
+            "set INTEGRATION_ADMIN_EMAIL and INTEGRATION_ADMIN_PASSWORD (environment or .env) to an Open-WebUI admin's sign-in"
+        )
     response = webui_sign_in(webui, email, password)
     if response.status_code != 200:
         # The first account of a fresh Open-WebUI becomes its admin: create it when there is none.
         onboarding = json_of(expect(webui.get("/api/config"))).get("onboarding") is True
         if not onboarding:
             raise CheckFailed(f"signing in as {email} failed: {describe(response)}")
-        response = webui.post("/api/v1/auths/signup", json={"name": "Integration Admin", "email": email, "password": password})
+        signup = {"name": "Integration Admin", "email": email, "password": password}
+        response = webui.post("/api/v1/auths/signup", json=signup)
     admin = session_of(response, email)
     if admin.role != "admin":
         raise CheckFailed(f"{email} has role {admin.role!r} in Open-WebUI, not admin")
@@ -292,7 +299,8 @@ def check_chat(run: Run) -> str:
     if not run.chat_request_id:
         raise CheckFailed("no x-request-id response header")
     run.chat_usage = body.get("usage") or {}
-    return f"200, {len(content)} characters, request {run.chat_request_id}, served by {response.headers.get('x-litellm-model-group')}"
+    served_by = response.headers.get("x-litellm-model-group")
+    return f"200, {len(content)} characters, request {run.chat_request_id}, served by {served_by}"
 
 
 def check_stream(run: Run) -> str:
@@ -308,20 +316,23 @@ def check_stream(run: Run) -> str:
     if not run.stream_request_id:
         raise CheckFailed("no x-request-id response header")
     if not events or events[-1] != "[DONE]":
-        raise CheckFailed(f"the stream did not end with 'data: [DONE]' (last event: {events[-1][:300] if events else 'none'})")
+        last = events[-1][:300] if events else "none"
+        raise CheckFailed(f"the stream did not end with 'data: [DONE]' (last event: {last})")
     chunks = [json.loads(event) for event in events[:-1]]
     errors = [chunk["error"] for chunk in chunks if "error" in chunk]
     if errors:
         raise CheckFailed(f"error event in the stream: {json.dumps(errors[0])[:400]}")
     if len(chunks) < 2:
         raise CheckFailed(f"{len(chunks)} chunk(s) before [DONE]; a stream has more than one")
-    text = "".join((choice.get("delta") or {}).get("content") or "" for chunk in chunks for choice in chunk.get("choices", []))
+    deltas = [choice.get("delta") or {} for chunk in chunks for choice in chunk.get("choices", [])]
+    text = "".join(delta.get("content") or "" for delta in deltas)
     if not text:
         raise CheckFailed("the chunks carry no content")
     run.stream_usage = chunks[-1].get("usage") or {}
     if not run.stream_usage:
         raise CheckFailed("no usage in the last chunk (the BFF asks for stream_options.include_usage)")
-    return f"{len(chunks)} chunks + [DONE], usage {run.stream_usage.get('prompt_tokens')}/{run.stream_usage.get('completion_tokens')} tokens, request {run.stream_request_id}"
+    tokens = f"{run.stream_usage.get('prompt_tokens')}/{run.stream_usage.get('completion_tokens')}"
+    return f"{len(chunks)} chunks + [DONE], usage {tokens} tokens, request {run.stream_request_id}"
 
 
 # --- spans and usage -------------------------------------------------------------------
@@ -375,7 +386,8 @@ def check_spans(run: Run) -> str:
     row = chat["request"]
     return (
         f"both requests stored after {time.monotonic() - started:.1f} s: user {row['user_id']}, model {row['model']}, "
-        f"{row['input_tokens']}/{row['output_tokens']} tokens, ${row.get('cost_usd')}; services in the traces: {', '.join(services)}"
+        f"{row['input_tokens']}/{row['output_tokens']} tokens, ${row.get('cost_usd')}; "
+        f"services in the traces: {', '.join(services)}"
     )
 
 
@@ -404,7 +416,9 @@ def check_clickhouse_traces(run: Run) -> str:
             deadline = min(deadline, time.monotonic() + OTHER_SPANS_WAIT_SECONDS)
         time.sleep(1.0)
     if not counts:
-        raise CheckFailed(f"no span with {REQUEST_ID_ATTRIBUTE} = {run.chat_request_id} in otel.otel_traces within {SPAN_WAIT_SECONDS:.0f} s")
+        raise CheckFailed(
+            f"no span with {REQUEST_ID_ATTRIBUTE} = {run.chat_request_id} in otel.otel_traces within {SPAN_WAIT_SECONDS:.0f} s"
+        )
     missing = [name for name in TRACE_SERVICES if name not in counts]
     seen = ", ".join(f"{name} {n}" for name, n in counts.items())
     return f"spans in the chat's trace: {seen}" + (f"; no spans from {', '.join(missing)}" if missing else "")
@@ -421,9 +435,10 @@ def check_usage_after(run: Run) -> str:
 
 
 def check_usage_of_others(run: Run) -> str:
-    response = run.gateway.get("/api/usage/summary", params={"user": need(run.admin).user_id}, headers=need(run.user).headers())
+    other = need(run.admin).user_id
+    response = run.gateway.get("/api/usage/summary", params={"user": other}, headers=need(run.user).headers())
     code = json_of(expect(response, 403)).get("error", {}).get("code")
-    return f"a user asking for {need(run.admin).user_id}'s usage: 403 {code}"
+    return f"a user asking for {other}'s usage: 403 {code}"
 
 
 # --- monitoring ----------------------------------------------------------------------
@@ -480,7 +495,8 @@ def clients(mode: Mode) -> tuple[httpx.Client, httpx.Client | None, httpx.Client
         litellm = httpx.Client(base_url=f"http://127.0.0.1:{setting('LITELLM_PORT', '4000')}", timeout=HTTP_TIMEOUT)
         return gateway, None, litellm
     public = f"http://127.0.0.1:{setting('GATEWAY_PORT', '8000')}"
-    return httpx.Client(base_url=f"{public}/gateway", timeout=HTTP_TIMEOUT), httpx.Client(base_url=public, timeout=HTTP_TIMEOUT), None
+    gateway = httpx.Client(base_url=f"{public}/gateway", timeout=HTTP_TIMEOUT)  # Kong strips /gateway
+    return gateway, httpx.Client(base_url=public, timeout=HTTP_TIMEOUT), None
 
 
 def delete_temporary_user(run: Run) -> None:
@@ -515,7 +531,7 @@ def main() -> int:
                 url = exc.request.url if isinstance(exc, httpx.RequestError) else ""
                 detail = f"{type(exc).__name__} {url}: {exc or 'no detail'}"
                 if isinstance(exc, httpx.ConnectError):
-                    detail += " (is scripts/dev.sh running? --start starts one)" if args.mode == "local" else " (is the compose stack up?)"
+                    detail += " (is scripts/dev.sh running? --start starts one)" if args.mode == "local" else " (is compose up?)"
             else:
                 passed += 1
                 print(f"✓ {name}: {detail}")

@@ -51,6 +51,9 @@ if [ "$start" = false ]; then
 fi
 
 # --- --local --start: a throwaway local stack -----------------------------------------
+# Install first, so that the bounded wait below covers only the start-up (dev.sh's own calls are then no-ops).
+ensure_litellm_venv
+ensure_monitoring_assets || log "the monitoring pages will show no charts until 'npm ci' succeeds in backend/bff/monitoring"
 DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/llm-gateway-it.XXXXXX")"
 mkdir -p "$DATA_DIR/logs"
 stack_pid=""
@@ -71,6 +74,7 @@ finish() {
     local deadline=$((SECONDS + STOP_TIMEOUT))
     while kill -0 -- "-$stack_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
     kill -KILL -- "-$stack_pid" 2>/dev/null || true
+    log "stopped the local stack; ${SECONDS} s in all"
   fi
   if [ "$status" -ne 0 ]; then
     show_tail "$DATA_DIR/logs/dev.log" 15
