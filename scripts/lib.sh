@@ -57,6 +57,19 @@ ensure_chromium() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver > /dev/null || return 1
 }
 
+# Debian's docker-compose (v1) and decK: they validate docker-compose.yml and config/kong.yml
+# without a Docker engine or a Kong.
+ensure_deploy_tools() {
+  if command -v docker-compose >/dev/null && command -v deck >/dev/null; then
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  log "installing docker-compose and deck (apt-get)"
+  $sudo apt-get update -qq || return 1
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose=1.29.2-3 deck=1.4.0-1+b12 > /dev/null || return 1
+}
+
 ensure_litellm_venv() {
   ensure_venv "$LITELLM_VENV" "$ROOT/scripts/litellm-requirements.txt" -- \
     -r "$ROOT/scripts/litellm-requirements.txt"
