@@ -97,6 +97,28 @@ def test_dev_config_starts_without_keys_and_lists_everything(dev_litellm: str) -
     assert "mock-mini" in answer.json()["choices"][0]["message"]["content"]
 
 
+def test_production_config_starts_without_keys_and_lists_models_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose's default: config/litellm.yaml alone (a missing key disables only its models)."""
+    for name in PROVIDER_KEYS:
+        monkeypatch.delenv(name, raising=False)
+    port = free_port()
+    process = ProcessServer(
+        [str(LITELLM_BIN), "--config", str(ROOT / "config" / "litellm.yaml"), "--host", "127.0.0.1", "--port", str(port)],
+        {"LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "OTEL_SDK_DISABLED": "true"},
+        OUTPUT / "litellm-prod.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/health/readiness").status_code == 200, 120, "LiteLLM (production config)")
+        listed = {m["id"] for m in httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()["data"]}
+    finally:
+        process.stop()
+    config = yaml.safe_load((ROOT / "config" / "litellm.yaml").read_text())
+    expected = {d["model_name"] for d in config["model_list"]} | set(config["router_settings"]["model_group_alias"])
+    assert {"fast", "smart"} <= expected
+    assert listed == expected
+
+
 @pytest.mark.parametrize("name", ["litellm.yaml", "litellm.dev.yaml"])
 def test_every_deployment_has_known_gateway_metadata(name: str) -> None:
     tiers = set(load_policy(ROOT / "config" / "policy.yaml").tiers)
