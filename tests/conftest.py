@@ -74,9 +74,9 @@ def litellm_url(fake_provider: tuple[ThreadServer, FakeProviderState]) -> Iterat
 @pytest.fixture(scope="session")
 def openwebui() -> Iterator[tuple[ThreadServer, FakeOpenWebUIState]]:
     state = FakeOpenWebUIState(secret=WEBUI_SECRET)
-    state.add_user("admin-1", "admin", api_key="sk-" + "a" * 32)
-    state.add_user("user-1", "user", api_key="sk-" + "b" * 32)
-    state.add_user("pending-1", "pending", api_key="sk-" + "c" * 32)
+    state.add_user("admin-1", "admin")
+    state.add_user("user-1", "user")
+    state.add_user("pending-1", "pending")
     state.add_user("weird-1", "superuser")
     server = ThreadServer(create_fake_openwebui(state)).start()
     yield server, state

@@ -58,9 +58,9 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
     base = [_tool("docker-compose"), "--project-directory", str(ROOT), "--env-file", str(env_file), "-f", str(COMPOSE)]
     clean_env = {"PATH": "/usr/bin:/bin"}  # nothing from this machine's environment leaks in
-    quiet = subprocess.run([*base, "config", "-q"], capture_output=True, text=True, env=clean_env)
+    quiet = subprocess.run([*base, "config", "-q"], capture_output=True, text=True, env=clean_env, check=False)
     assert quiet.returncode == 0, quiet.stderr
-    rendered = subprocess.run([*base, "--profile", "ollama", "--profile", "comfyui", "config"], capture_output=True, text=True, env=clean_env)
+    rendered = subprocess.run([*base, "--profile", "ollama", "--profile", "comfyui", "config"], capture_output=True, text=True, env=clean_env, check=False)
     assert rendered.returncode == 0, rendered.stderr
     return yaml.safe_load(rendered.stdout)
 
@@ -72,6 +72,7 @@ def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin"},
+        check=False,
     )
     assert answer.returncode != 0 and "in .env" in answer.stderr
 
@@ -169,7 +170,7 @@ def test_bff_image_is_multi_stage_non_root_with_the_chart_assets() -> None:
 
 
 def test_kong_config_passes_deck_validate() -> None:
-    answer = subprocess.run([_tool("deck"), "validate", "-s", str(KONG)], capture_output=True, text=True)
+    answer = subprocess.run([_tool("deck"), "validate", "-s", str(KONG)], capture_output=True, text=True, check=False)
     assert answer.returncode == 0, answer.stderr
 
 
@@ -192,7 +193,7 @@ def test_kong_uses_only_oss_plugins_and_routes_reach_compose_services(compose: d
     for route in config.get("routes", []):  # top-level routes name their service
         assert route["service"]["name"] in names, route["name"]
     for service in config["services"]:
-        host, port = re.match(r"^http://([a-z-]+):(\d+)$", service["url"]).groups()  # type: ignore[union-attr]
+        host = re.match(r"^http://([a-z-]+):8080$", service["url"]).group(1)  # type: ignore[union-attr]
         assert host in compose["services"], f"{service['name']} points at {host}, not a compose service"
         assert service.get("routes"), f"{service['name']} has no route"
     routes = {route["name"]: (service["name"], route) for service in config["services"] for route in service["routes"]}

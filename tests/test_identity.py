@@ -5,7 +5,14 @@ import json
 import time
 
 import pytest
-from conftest import FORWARD_SECRET, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory, chat_body
+from conftest import (
+    FORWARD_SECRET,
+    SERVICE_KEY,
+    WEBUI_SECRET,
+    Bff,
+    BffFactory,
+    chat_body,
+)
 from jose import jwt
 from support.fake_openwebui import FakeOpenWebUIState
 from support.tokens import forwarded_user_jwt, session_token
@@ -40,11 +47,14 @@ def test_session_token_in_cookie(bff: Bff, user_token: str) -> None:
         assert client.get("/v1/models").status_code == 200
 
 
-def test_open_webui_api_key(bff: Bff, provider_state) -> None:
+def test_open_webui_api_key_needs_the_db_role_source(bff: Bff, openwebui_state: FakeOpenWebUIState) -> None:
+    """Open-WebUI 0.12.4's API resolves only human sessions; sk- keys work with ROLE_SOURCE=db (test_role_sources)."""
+    lookups = openwebui_state.lookups
     with bff.client("sk-" + "b" * 32) as client:
         answer = client.post("/v1/chat/completions", json=chat_body())
-    assert answer.status_code == 200, answer.text
-    assert provider_state.requests[-1]["user"] == "user-1"
+    assert answer.status_code == 401
+    assert "ROLE_SOURCE=db" in answer.json()["error"]["message"]
+    assert openwebui_state.lookups == lookups  # not even asked
 
 
 def test_service_key_with_forwarded_user_jwt(bff: Bff, provider_state) -> None:
@@ -151,10 +161,9 @@ def test_tokens_without_exp_accepted_only_when_configured(bff_factory: BffFactor
     ("credential", "code"),
     [
         (lambda: session_token("pending-1", WEBUI_SECRET), "account_pending"),
-        (lambda: "sk-" + "c" * 32, "account_pending"),
         (lambda: session_token("weird-1", WEBUI_SECRET), "role_not_allowed"),
     ],
-    ids=["pending session", "pending api key", "unknown role"],
+    ids=["pending session", "unknown role"],
 )
 def test_pending_and_unknown_roles_get_403(bff: Bff, credential, code: str) -> None:
     with bff.client(credential()) as client:

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SERVICE_KEY, Bff, chat_body
-
 from bff.policy.model import PolicyError, load_policy
+from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff, chat_body
+from support.tokens import forwarded_user_jwt
 
 VALID = """
 tiers: [mini, standard, premium]
@@ -66,6 +66,19 @@ def test_models_are_filtered_by_role(bff: Bff, user_token: str, admin_token: str
     assert "fake-premium" not in user_models and "top" not in user_models
     assert {"fake-premium", "top"} <= admin_models
     assert user_models < admin_models
+
+
+def test_open_webui_gets_every_model_and_the_policy_refuses_the_chat(bff: Bff, admin_token: str) -> None:
+    """Open-WebUI shares one model table between its users: a per-user list would hide admins' models."""
+    user = {"id": "user-1", "email": "u@example.test", "name": "U", "role": "user"}
+    headers = {"X-OpenWebUI-User-Jwt": forwarded_user_jwt(user, FORWARD_SECRET)}
+    with bff.client(admin_token) as admin:
+        everything = {m["id"] for m in admin.get("/v1/models").json()["data"]}
+    with bff.client(SERVICE_KEY, headers=headers) as open_webui:
+        listed = {m["id"] for m in open_webui.get("/v1/models").json()["data"]}
+        refused = open_webui.post("/v1/chat/completions", json=chat_body("fake-premium"))
+    assert listed == everything and "fake-premium" in listed
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
 
 
 def test_alias_is_judged_by_its_target(bff: Bff, user_token: str, admin_token: str) -> None:

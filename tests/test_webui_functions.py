@@ -26,7 +26,16 @@ from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff, BffFactory, chat_bo
 from jose import jwt
 from PIL import Image
 from support.fake_comfyui import FakeComfyUIState, create_fake_comfyui
-from support.openwebui_functions import EventLog, call_action, call_tool, load, openwebui_user, set_valves, tool_specs
+from support.openwebui_functions import (
+    EventLog,
+    call_action,
+    call_tool,
+    load,
+    openwebui_user,
+    replace_imports,
+    set_valves,
+    tool_specs,
+)
 from support.servers import ThreadServer, free_port
 from test_usage import _as_user
 
@@ -138,6 +147,7 @@ def test_files_load_as_open_webui_functions_with_frontmatter_and_valves() -> Non
 def test_function_files_need_nothing_open_webui_lacks() -> None:
     """Only the standard library, httpx and pydantic (both pinned by open-webui 0.12.4); open_webui lazily."""
     for path in (TOOL_FILE, ACTION_FILE):
+        assert replace_imports(path.read_text()) == path.read_text()  # Open-WebUI's rewrite must not touch them
         tree = ast.parse(path.read_text())
         top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
         top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
@@ -177,7 +187,8 @@ def test_tool_shows_progress_in_order_then_the_image(live: Bff) -> None:
     assert statuses[0] == "Starting workflow sdxl-basic"
     assert statuses[1:3] == ["sdxl-basic: queued", "sdxl-basic: running"]
     assert statuses[3:15] == [f"sdxl-basic: step {step}/12" for step in range(1, 13)]
-    assert statuses[-1] == "Generated 1 image with sdxl-basic" and events.of("status")[-1]["done"] is True
+    assert statuses[-1] == "Generated 1 image with sdxl-basic" and len(statuses) == 16
+    assert events.of("status")[-1]["done"] is True
     assert not any(status["done"] for status in events.of("status")[:-1])
     (files,) = events.of("files")
     assert [file["type"] for file in files["files"]] == ["image"] and _png(files["files"][0]["url"]) == (320, 256)
@@ -344,12 +355,24 @@ def test_images_of_saved_chats_go_to_open_webui_file_store(mock: Bff, monkeypatc
 # --- The usage action ---------------------------------------------------------------------
 
 
-def _click(action: Any, user: dict[str, Any]) -> EventLog:
+ANSWER = "Hello! How can I help?"
+
+
+def _click(action: Any, user: dict[str, Any], answer: str = ANSWER) -> tuple[dict[str, Any] | None, EventLog]:
+    """The button under an answer, with the body Open-WebUI's chatActionHandler sends."""
     events = EventLog()
-    body = {"model": "fake-mini", "messages": [], "chat_id": "chat-1", "session_id": "sess-1", "id": "msg-1"}
+    messages = [{"id": "msg-0", "role": "user", "content": "Hi"}, {"id": "msg-1", "role": "assistant", "content": answer}]
+    body = {"model": "fake-mini", "messages": messages, "chat_id": "chat-1", "session_id": "sess-1", "id": "msg-1"}
     extras = {"__user__": user, "__event_emitter__": events, "__id__": "gateway_usage", "__model__": {"id": "fake-mini"}}
-    assert run(call_action(action, body, extras)) is None
-    return events
+    return run(call_action(action, body, extras)), events
+
+
+def _new_content(result: dict[str, Any] | None) -> str:
+    """What the browser puts into the clicked message (content, and the text of its structured output)."""
+    assert result is not None
+    (message,) = result["messages"]
+    assert message["id"] == "msg-1"
+    return message["content"]
 
 
 def _wait_requests(client: httpx.Client, requests: int) -> dict[str, Any]:
@@ -367,16 +390,17 @@ def test_usage_action_shows_what_the_usage_api_says(mock: Bff) -> None:
         for _ in range(3):
             assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200
         _wait_requests(client, 3)
-    _generate(_tool(mock), openwebui_user(user_id), {"prompt": "a receipt", "workflow": "mock-image"})
+    chat_id = _fresh("chat")
+    _generate(_tool(mock), openwebui_user(user_id), {"prompt": "a receipt", "workflow": "mock-image"}, __metadata__={"chat_id": chat_id})
     with _as_user(mock, user_id) as client:
         _wait_requests(client, 4)
-        events = _click(_action(mock), openwebui_user(user_id))
+        assert client.get(f"/api/usage/sessions/{chat_id}").json()["totals"]["requests"] == 1  # the image, in its chat
+        result, events = _click(_action(mock), openwebui_user(user_id))
         summary = client.get("/api/usage/summary", params=_day_range()).json()["totals"]
         budget = client.get("/api/usage/budget").json()
     usd = _usd()
-    (message,) = events.of("message")
-    text = message["content"]
-    assert text.startswith("\n\n**Your LLM gateway usage** (UTC)")
+    text = _new_content(result)
+    assert text.startswith(f"{ANSWER}\n\n**Your LLM gateway usage** (UTC)\n")
     assert summary["requests"] == 4 and summary["total_tokens"] > 0
     row = f"| today | {usd(summary['cost_usd'])} | {summary['total_tokens']:,} | {summary['requests']:,} |"
     assert row in text and row.replace("| today |", "| this month |") in text
@@ -384,7 +408,9 @@ def test_usage_action_shows_what_the_usage_api_says(mock: Bff) -> None:
     assert f"- daily: {usd(daily['remaining_usd'])} of $5.00 (spent {usd(daily['spent_usd'])}, resets " in text
     assert f"- monthly: {usd(monthly['remaining_usd'])} of $50.00 (spent {usd(monthly['spent_usd'])}" in text
     assert float(daily["spent_usd"]) == pytest.approx(summary["cost_usd"])
-    assert events.statuses() == ["Loading your gateway usage", "Gateway usage loaded"]
+    assert events.statuses() == ["Loading your gateway usage", "Gateway usage loaded"] and not events.of("message")
+    again, _ = _click(_action(mock), openwebui_user(user_id), answer=text)
+    assert _new_content(again) == text  # a second click refreshes the block instead of adding one
 
 
 def _day_range() -> dict[str, str]:
@@ -405,9 +431,18 @@ def test_usd_formatting() -> None:
 
 
 def test_usage_action_for_an_admin_says_no_limit(mock: Bff) -> None:
-    events = _click(_action(mock), openwebui_user(_fresh("boss"), "admin"))
+    result, _ = _click(_action(mock), openwebui_user(_fresh("boss"), "admin"))
+    text = _new_content(result)
+    assert "| today | $0.00 | 0 | 0 |" in text and text.endswith("**Budget:** no limit")  # own usage, not everyone's
+
+
+def test_usage_action_without_the_clicked_message_appends_by_event(mock: Bff) -> None:
+    events = EventLog()
+    body = {"model": "fake-mini", "messages": [], "chat_id": "chat-1", "id": "msg-1"}
+    extras = {"__user__": openwebui_user(_fresh("bare")), "__event_emitter__": events}
+    assert run(call_action(_action(mock), body, extras)) is None
     (message,) = events.of("message")
-    assert "| today | $0.00 | 0 | 0 |" in message["content"] and "**Budget:** no limit" in message["content"]
+    assert message["content"].startswith("\n\n**Your LLM gateway usage** (UTC)")
 
 
 @pytest.mark.parametrize(
@@ -420,8 +455,8 @@ def test_usage_action_for_an_admin_says_no_limit(mock: Bff) -> None:
     ids=["pending", "wrong key", "unreachable"],
 )
 def test_usage_action_failures_are_readable(mock: Bff, role: str, valves: dict[str, Any], expected: str) -> None:
-    events = _click(_action(mock, **valves), openwebui_user(_fresh("fail"), role))
-    assert not events.of("message")
+    result, events = _click(_action(mock, **valves), openwebui_user(_fresh("fail"), role))
+    assert result is None and not events.of("message")
     final = events.of("status")[-1]
     assert final["done"] is True and expected in final["description"]
     for secret in (SERVICE_KEY, WRONG_KEY, FORWARD_SECRET, "Traceback"):

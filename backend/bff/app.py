@@ -11,7 +11,17 @@ from bff.errors import ErrorResponse, install_error_handlers
 from bff.monitoring import pages as monitoring_pages
 from bff.policy.budgets import BUDGET_HEADERS
 from bff.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
-from bff.routes import catalog, generate, health, images, media, ollama, openai_compat, product_chat, usage
+from bff.routes import (
+    catalog,
+    generate,
+    health,
+    images,
+    media,
+    ollama,
+    openai_compat,
+    product_chat,
+    usage,
+)
 from bff.services import Services
 from bff.settings import Settings
 

@@ -11,10 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FORWARD_SECRET, OUTPUT, ROOT, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory
+from bff.clickhouse import ClickHouseStore
+from conftest import (
+    FORWARD_SECRET,
+    OUTPUT,
+    ROOT,
+    SERVICE_KEY,
+    WEBUI_SECRET,
+    Bff,
+    BffFactory,
+)
 from support.servers import free_port
 
-from bff.clickhouse import ClickHouseStore
 from openwebui.api import Account, OpenWebUIApi
 from openwebui.process import OFFLINE, OpenWebUIProcess, read_env_file
 
@@ -55,9 +63,6 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
         "WEBUI_SECRET_KEY": WEBUI_SECRET,
         "DATA_DIR": str(data_dir),
         "HF_HOME": str(data_dir / "huggingface"),
-        # Open-WebUI 0.12.4 shows a non-admin no model that has no access grant in its own
-        # database, so without this a user could not chat at all; the BFF's policy decides.
-        "BYPASS_MODEL_ACCESS_CONTROL": "true",
     }
     OUTPUT.mkdir(parents=True, exist_ok=True)
     process = OpenWebUIProcess(OPENWEBUI_BIN, port, settings, OUTPUT / "openwebui.log")
@@ -66,11 +71,19 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
     except RuntimeError:
         process.stop()
         raise
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"Open-WebUI ready in {seconds:.1f} s (log: {process.log_path})")
+    _report(request.config, f"Open-WebUI ready in {seconds:.1f} s (log: {process.log_path})")
     yield Stack(openwebui=OpenWebUIApi(process.url), bff=bff)
     process.stop()
+
+
+def _report(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, even while pytest captures output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 import httpx
+from bff.clickhouse import ClickHouseStore
+from bff.telemetry import attributes as attr
 from conftest import chat_body
 from support.fake_openai import REPLY, FakeProviderState
 
-from bff.clickhouse import ClickHouseStore
-from bff.telemetry import attributes as attr
 from openwebui.api import Account
 from openwebui.conftest import ROLE_CACHE_TTL_SECONDS, Stack
 
@@ -67,11 +67,11 @@ def test_a_chat_through_openwebui_is_recorded_under_its_user_and_role(
 def test_a_normal_user_is_refused_a_model_reserved_for_admins(
     stack: Stack, admin: Account, user: Account, store: ClickHouseStore
 ) -> None:
-    # Open-WebUI asks the BFF for models with the caller's signed identity: the list follows the policy.
-    assert ADMIN_ONLY_MODEL not in stack.openwebui.model_ids(user)
-    # Listing as the admin puts the model into Open-WebUI's model table (shared by all users),
-    # so the user's chat below reaches the BFF instead of stopping at "Model not found".
+    # Open-WebUI keeps one model table for all its users, so the BFF lists every model to it
+    # (a per-user list would hide the admin's models after a user's refresh) ...
+    assert ADMIN_ONLY_MODEL in stack.openwebui.model_ids(user)
     assert ADMIN_ONLY_MODEL in stack.openwebui.model_ids(admin)
+    # ... and the policy refuses the chat itself, whatever list was shown.
 
     refused = stack.openwebui.chat(user, ADMIN_ONLY_MODEL)
     assert refused.status_code == 403, refused.text

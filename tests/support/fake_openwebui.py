@@ -1,8 +1,9 @@
 """A loopback stand-in for Open-WebUI's `GET /api/v1/auths/` and `/health`.
 
 It verifies session tokens the way Open-WebUI does (HS256 with WEBUI_SECRET_KEY,
-user looked up by the `id` claim, session_stamp compared) and resolves `sk-` API
-keys from its key table. Tests change users' roles, revoke stamps and count calls.
+user looked up by the `id` claim, session_stamp compared) and, like open-webui 0.12.4,
+refuses `sk-` API keys there (a human session is required). Tests change users' roles,
+revoke stamps and count calls.
 """
 
 from dataclasses import dataclass, field
@@ -18,17 +19,14 @@ from starlette.routing import Route
 class FakeOpenWebUIState:
     secret: str
     users: dict[str, dict[str, str]] = field(default_factory=dict)
-    api_keys: dict[str, str] = field(default_factory=dict)  # key -> user id
     session_stamps: dict[str, str] = field(default_factory=dict)  # user id -> current stamp
     lookups: int = 0
     healthy: bool = True
 
-    def add_user(self, user_id: str, role: str, api_key: str | None = None) -> dict[str, str]:
+    def add_user(self, user_id: str, role: str) -> dict[str, str]:
         user = {"id": user_id, "email": f"{user_id}@example.test", "name": f"User {user_id}", "role": role}
         self.users[user_id] = user
         self.session_stamps[user_id] = "stamp-1"
-        if api_key:
-            self.api_keys[api_key] = user_id
         return user
 
 
@@ -41,16 +39,15 @@ def create_fake_openwebui(state: FakeOpenWebUIState) -> Starlette:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return denied()
-        if token.startswith("sk-"):
-            user_id = state.api_keys.get(token)
-        else:
-            try:
-                claims = jwt.decode(token, state.secret, algorithms=["HS256"])
-            except JWTError:
-                return denied()
-            user_id = claims.get("id")
-            if claims.get("session_stamp") != state.session_stamps.get(user_id):
-                return denied()
+        if token.startswith("sk-"):  # as open-webui 0.12.4's get_human_user
+            return JSONResponse({"detail": "A human session is required."}, status_code=403)
+        try:
+            claims = jwt.decode(token, state.secret, algorithms=["HS256"])
+        except JWTError:
+            return denied()
+        user_id = claims.get("id")
+        if claims.get("session_stamp") != state.session_stamps.get(user_id):
+            return denied()
         user = state.users.get(user_id or "")
         if user is None:
             return denied()

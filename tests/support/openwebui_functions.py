@@ -35,14 +35,22 @@ def extract_frontmatter(content: str) -> dict[str, str]:
     return frontmatter
 
 
+def replace_imports(content: str) -> str:
+    """open_webui.utils.plugin.replace_imports: plain text replacement, comments and strings included."""
+    for old, new in (("from utils", "from open_webui.utils"), ("from apps", "from open_webui.apps"),
+                     ("from main", "from open_webui.main"), ("from config", "from open_webui.config")):
+        content = content.replace(old, new)
+    return content
+
+
 def load(path: Path) -> tuple[Any, str, dict[str, str]]:
     """open_webui.utils.plugin.load_tool_module_by_id / load_function_module_by_id: (instance, kind, frontmatter)."""
-    content = path.read_text()
+    content = replace_imports(path.read_text())
     module = types.ModuleType(f"function_{path.stem}_{uuid.uuid4().hex}")
     module.__dict__["__file__"] = str(path)
     sys.modules[module.__name__] = module  # only while exec'ing, as Open-WebUI does
     try:
-        exec(compile(content, str(path), "exec"), module.__dict__)
+        exec(compile(content, str(path), "exec"), module.__dict__)  # noqa: S102 - what Open-WebUI does
     finally:
         sys.modules.pop(module.__name__, None)
     for kind, class_name in (("tool", "Tools"), ("pipe", "Pipe"), ("filter", "Filter"), ("action", "Action")):

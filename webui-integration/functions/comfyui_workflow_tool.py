@@ -246,21 +246,23 @@ class _Gateway:
     async def events(self, job_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(event kind, job state) from GET /api/media/jobs/{id}/events, up to and including `end`."""
         # Queued behind other jobs the stream may stay silent for long, so reads may take the whole timeout.
-        async with self._client(read_timeout=self._valves.TIMEOUT_SECONDS) as client:
-            async with client.stream("GET", f"/api/media/jobs/{job_id}/events") as response:
-                if response.status_code != 200:
-                    _raise_for(response.status_code, await response.aread())
-                kind, data = "", ""
-                async for line in response.aiter_lines():
-                    if line.startswith("event:"):
-                        kind = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data += line[5:].strip()
-                    elif not line and data:
-                        yield kind, json.loads(data)
-                        if kind == "end":
-                            return
-                        kind, data = "", ""
+        async with (
+            self._client(read_timeout=self._valves.TIMEOUT_SECONDS) as client,
+            client.stream("GET", f"/api/media/jobs/{job_id}/events") as response,
+        ):
+            if response.status_code != 200:
+                _raise_for(response.status_code, await response.aread())
+            kind, data = "", ""
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip()
+                elif not line and data:
+                    yield kind, json.loads(data)
+                    if kind == "end":
+                        return
+                    kind, data = "", ""
 
 
 _UNREACHABLE = "The LLM gateway cannot be reached right now; try again later (an admin can check the tool's BFF_URL valve)."
@@ -331,5 +333,5 @@ async def _display_url(png: bytes, request: Any, user: dict[str, Any], metadata:
         owner = UserModel(**{key: value for key, value in user.items() if key != "valves"})
         where = {key: metadata.get(key) for key in ("chat_id", "message_id", "session_id")}
         return await get_file_url_from_base64(request, data_uri, where, owner) or data_uri
-    except Exception:  # another Open-WebUI version or a full disk: the image still shows
+    except Exception:  # noqa: BLE001 - another Open-WebUI version or a full disk: the image still shows inline
         return data_uri

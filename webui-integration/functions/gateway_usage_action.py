@@ -24,7 +24,8 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, time as day_start, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as day_start
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 Emitter = Callable[[dict[str, Any]], Awaitable[None]]
+USAGE_HEADING = "**Your LLM gateway usage**"
 
 
 def _b64url(data: bytes) -> str:
@@ -98,8 +100,14 @@ class Action:
         body: dict[str, Any],
         __user__: dict[str, Any] | None = None,
         __event_emitter__: Emitter | None = None,
-    ) -> None:
-        """Appends the user's usage to the message as markdown; a failure becomes a status line."""
+    ) -> dict[str, Any] | None:
+        """Adds the user's usage to the clicked message as markdown; a failure becomes a status line.
+
+        The block is returned as the message's new content rather than sent as a `message`
+        event: Open-WebUI 0.12.4 shows a message's structured `output` when it has one and
+        ignores `content` then, and only an action's returned `messages` update both. Clicking
+        again replaces the earlier block instead of adding a second one.
+        """
         emit = __event_emitter__ or _ignore
         await emit({"type": "status", "data": {"description": "Loading your gateway usage", "done": False}})
         try:
@@ -107,9 +115,14 @@ class Action:
         except GatewayError as exc:
             await emit({"type": "status", "data": {"description": _redact(str(exc), self.valves), "done": True}})
             return None
-        await emit({"type": "message", "data": {"content": "\n\n" + text}})
         await emit({"type": "status", "data": {"description": "Gateway usage loaded", "done": True}})
-        return None
+        message_id = body.get("id")
+        clicked = next((m for m in body.get("messages") or [] if m.get("id") == message_id), None)
+        if clicked is None:  # not sent by this client: append to the message text instead
+            await emit({"type": "message", "data": {"content": "\n\n" + text}})
+            return None
+        answer = str(clicked.get("content") or "").split(USAGE_HEADING)[0].rstrip()
+        return {"messages": [{"id": message_id, "content": f"{answer}\n\n{text}" if answer else text}]}
 
     async def _usage_markdown(self, user: dict[str, Any]) -> str:
         """Today's and this month's totals (UTC, like the budgets) and the budget left."""
@@ -159,7 +172,7 @@ def _whole_days(start: date, end: date) -> dict[str, str]:
 
 def _render(day: dict[str, Any], month: dict[str, Any], budget: dict[str, Any]) -> str:
     lines = [
-        "**Your LLM gateway usage** (UTC)",
+        f"{USAGE_HEADING} (UTC)",
         "",
         "| | cost | tokens | requests |",
         "|---|---:|---:|---:|",

@@ -42,3 +42,8 @@ class Principal(BaseModel):
     @property
     def is_service_only(self) -> bool:
         return self.user_id is None
+
+    @property
+    def via_service_key(self) -> bool:
+        """Called by a server-side client (Open-WebUI's backend) on a user's behalf, or by it alone."""
+        return self.auth in (AuthMethod.service_key, AuthMethod.forwarded_jwt, AuthMethod.forwarded_headers)

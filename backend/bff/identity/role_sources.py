@@ -68,7 +68,9 @@ class ApiRoleSource:
         return user
 
     async def user_for_api_key(self, key: str) -> UserRecord:
-        return await self._lookup(key, "k:" + _digest(key))
+        # Open-WebUI 0.12 answers /api/v1/auths/ only for human sessions (403 "A human session
+        # is required." for sk- keys), and has no other route that names a key's user and role.
+        raise unauthorized("Open-WebUI API keys need the BFF's ROLE_SOURCE=db (Open-WebUI's API cannot resolve them)")
 
     async def _lookup(self, credential: str, cache_key: str) -> UserRecord:
         cached = self._cache.get(cache_key)

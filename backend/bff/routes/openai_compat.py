@@ -64,7 +64,15 @@ async def chat_completions(request: Request, services: ServicesDep, principal: P
     return chat.json_response(upstream)
 
 
-@router.get("/models", summary="Models the caller may use (OpenAI-compatible list)")
+@router.get(
+    "/models",
+    summary="Models the caller may use (OpenAI-compatible list); every model for service-key callers such as Open-WebUI",
+)
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
     catalog = await services.catalog.get()
-    return {"object": "list", "data": [entry.openai_object for entry in visible_models(services.access, catalog, principal)]}
+    # Open-WebUI 0.12 keeps one model table for all its users and overwrites it with each
+    # caller's list, so a list filtered for one user would hide models from the next (an
+    # admin's model vanishes after a user's refresh). It gets every model; the policy still
+    # refuses a chat with a model the user's role may not use (403 model_not_allowed).
+    entries = catalog.models.values() if principal.via_service_key else visible_models(services.access, catalog, principal)
+    return {"object": "list", "data": [entry.openai_object for entry in entries]}

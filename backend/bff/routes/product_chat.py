@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from bff.errors import bad_request
-from bff.routes.openai_compat import prepare_chat
 from bff.request_context import RequestRecord
+from bff.routes.openai_compat import prepare_chat
 from bff.services import PrincipalDep, RecordDep, ServicesDep
 from bff.upstream import chat
 

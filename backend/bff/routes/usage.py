@@ -14,9 +14,9 @@ from bff.services import PrincipalDep, Services, ServicesDep
 from bff.usage import queries
 from bff.usage.models import (
     BreakdownResponse,
+    Bucket,
     BudgetPeriod,
     BudgetResponse,
-    Bucket,
     Dimension,
     RequestDetail,
     RequestTrace,

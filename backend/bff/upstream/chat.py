@@ -3,8 +3,8 @@
 import contextlib
 import json
 import logging
-from decimal import Decimal, InvalidOperation
 from collections.abc import AsyncIterator
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import anyio

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 import httpx
 
-from bff.errors import ApiError, bad_gateway, bad_request, gateway_timeout, not_found, rate_limited, unavailable
+from bff.errors import (
+    ApiError,
+    bad_gateway,
+    bad_request,
+    gateway_timeout,
+    not_found,
+    rate_limited,
+    unavailable,
+)
 
 _URL = re.compile(r"https?://\S+")
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key\S*)", re.IGNORECASE)

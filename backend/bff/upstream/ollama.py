@@ -15,8 +15,8 @@ from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
 from bff.errors import ApiError, bad_gateway, bad_request, gateway_timeout, not_found
-from bff.upstream.errors import Upstream, read_and_close
 from bff.settings import Settings
+from bff.upstream.errors import Upstream, read_and_close
 
 MODEL_NAME_MAX = 200
 MODEL_NAME_RULE = (
