@@ -10,7 +10,7 @@ import httpcore
 import httpx
 import pytest
 from bff.clickhouse import ClickHouseStore
-from conftest import ROOT, SERVICE_KEY, Bff, BffFactory
+from conftest import ROOT, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory
 from support.fake_ollama import (
     BROKEN_PULL,
     LONG_PULL,
@@ -23,6 +23,7 @@ from support.fake_ollama import (
 )
 from support.servers import ThreadServer, free_port
 from support.spans import spans_for
+from support.tokens import session_token
 
 NEW_MODEL = "llama3.2:1b"
 TRAVERSAL_PATHS = [
@@ -145,7 +146,8 @@ def test_running_models(obff: Bff, user_token: str, ollama: FakeOllamaState) -> 
 
 
 def test_listing_needs_a_chat_user(obff: Bff, ollama: FakeOllamaState) -> None:
-    with obff.client() as anonymous, obff.client(SERVICE_KEY) as service, obff.client("sk-" + "c" * 32) as pending:
+    pending_token = session_token("pending-1", WEBUI_SECRET)
+    with obff.client() as anonymous, obff.client(SERVICE_KEY) as service, obff.client(pending_token) as pending:
         assert anonymous.get("/api/ollama/models").status_code == 401
         assert service.get("/api/ollama/models").status_code == 403
         assert pending.get("/api/ollama/running").status_code == 403
