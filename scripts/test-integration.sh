@@ -70,7 +70,7 @@ finish() {
   trap - EXIT INT TERM
   if [ -n "$stack_pid" ]; then
     # dev.sh runs in its own process group (setsid): stop the group, LiteLLM and the BFF with it.
-    kill -TERM -- "-$stack_pid" 2>/dev/null || true
+    kill -TERM -- "-$stack_pid" 2>/dev/null || true  # the group may have exited already
     local deadline=$((SECONDS + STOP_TIMEOUT))
     while kill -0 -- "-$stack_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
     kill -KILL -- "-$stack_pid" 2>/dev/null || true

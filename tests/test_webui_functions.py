@@ -118,8 +118,9 @@ def live(bff_factory: BffFactory, comfy: ThreadServer, tmp_path_factory: pytest.
     )
 
 
-@pytest.fixture(scope="module")
-def mock(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory) -> Bff:
+@pytest.fixture(scope="module", name="mock")
+def mock_bff(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory) -> Bff:
+    """A BFF whose image workflows are the mock backend (no ComfyUI); also used by tests/openwebui."""
     return bff_factory(
         media_dir=tmp_path_factory.mktemp("owui-mock") / "media",
         comfyui_url=f"http://127.0.0.1:{free_port()}",

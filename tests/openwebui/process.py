@@ -5,11 +5,11 @@ where the BFF is, the test secrets, a fresh data directory, nothing fetched from
 """
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
+from support.servers import ProcessServer
 
 # Start-up imports torch, transformers and chromadb: tens of seconds on 2 cores.
 START_TIMEOUT_SECONDS = 300.0
@@ -41,45 +41,28 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-class OpenWebUIProcess:
-    """`open-webui serve` with its output in a log file; stopped with SIGTERM, then SIGKILL."""
+class OpenWebUIProcess(ProcessServer):
+    """`open-webui serve` with its output in a log file."""
+
+    stop_seconds = 20.0
 
     def __init__(self, binary: Path, port: int, settings: dict[str, str], log_path: Path):
         self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
         # A clean environment: a developer's shell (DATABASE_URL, OPENAI_API_KEY, ...) must not leak in.
         base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
-        self.process = subprocess.Popen(
-            [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env={**base, **settings},
-            cwd=settings["DATA_DIR"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        args = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        super().__init__(args, settings, log_path, base_env=base, cwd=Path(settings["DATA_DIR"]))
 
     def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> float:
         """Seconds until /ready answered 200 (start-up done, database reachable)."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Open-WebUI exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"Open-WebUI exited with {self.process.returncode}:\n{self.log_tail(60)}")
             try:
                 if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
                     return time.monotonic() - started
             except httpx.HTTPError:
-                pass
+                pass  # not listening yet
             time.sleep(0.5)
-        raise RuntimeError(f"Open-WebUI not ready within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self._log.close()
+        raise RuntimeError(f"Open-WebUI not ready within {timeout:.0f} s:\n{self.log_tail(60)}")

@@ -7,22 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff, BffFactory
-from support.servers import free_port
-from test_webui_functions import FUNCTIONS, _fresh, _png
+from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff
+from test_webui_functions import FUNCTIONS, _fresh, _png, mock_bff  # noqa: F401 (the "mock" fixture)
 
 OPENWEBUI_PYTHON = ROOT / ".venv-openwebui" / "bin" / "python"
-
-
-@pytest.fixture(scope="module")
-def mock(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory) -> Bff:
-    """A BFF whose image workflows are the mock backend (no ComfyUI)."""
-    return bff_factory(
-        media_dir=tmp_path_factory.mktemp("owui-loader") / "media",
-        comfyui_url=f"http://127.0.0.1:{free_port()}",
-        generator_mode="mock",
-        budget_cache_seconds=0,
-    )
 
 
 @pytest.mark.slow

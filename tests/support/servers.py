@@ -5,7 +5,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -55,10 +55,14 @@ class ThreadServer:
 class ProcessServer:
     """A child process with its output in a log file; stopped with SIGTERM, then SIGKILL."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+    stop_seconds = 15.0
+
+    def __init__(
+        self, args: list[str], env: dict[str, str], log_path: Path, base_env: Mapping[str, str] = os.environ, cwd: Path | None = None
+    ):
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.process = subprocess.Popen(args, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, env={**base_env, **env}, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT)
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -66,7 +70,7 @@ class ProcessServer:
     def stop(self) -> None:
         self.process.terminate()
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=self.stop_seconds)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)

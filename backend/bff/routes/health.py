@@ -45,7 +45,7 @@ async def ready(services: ServicesDep) -> JSONResponse:
         services.litellm.is_alive(),
         services.role_source.problem(),
         services.store.problem(),
-        _collector_problem(collector_url) if collector_url else _nothing(),
+        _collector_problem(collector_url),
     )
     dependencies = {
         "litellm": _state(litellm_problem),
@@ -73,15 +73,13 @@ def _state(problem: str | None) -> DependencyState:
     return DependencyState(status="down" if problem else "ok", detail=problem)
 
 
-async def _collector_problem(url: str) -> str | None:
+async def _collector_problem(url: str | None) -> str | None:
     """The collector's health_check extension (its image has no shell, so compose cannot probe it)."""
+    if not url:
+        return None
     try:
         async with httpx.AsyncClient(timeout=2.0) as client:
             answer = await client.get(url)
     except httpx.HTTPError as exc:
         return f"unreachable ({type(exc).__name__})"
     return None if answer.status_code == 200 else f"answered {answer.status_code}"
-
-
-async def _nothing() -> None:
-    return None
