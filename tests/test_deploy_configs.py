@@ -1,6 +1,8 @@
 """The compose deployment, checked without Docker: docker-compose.yml (Debian's docker-compose),
 config/kong.yml (Debian's decK plus our own rules), config/otel-collector.yaml against the
-schema files, and the schema files themselves on the embedded engine."""
+schema files and exporterhelper's queue/batch rules, the image build contexts against their
+.dockerignore, the keep-alive ordering between Kong, the BFF and LiteLLM, and the schema files
+themselves on the embedded engine."""
 
 import re
 import shutil
@@ -35,6 +37,8 @@ KONG_OSS_PLUGINS = {
 
 # Long-running services must report health; these two cannot or need not (see the file's comments).
 WITHOUT_HEALTHCHECK = {"otel-collector-queue": "one-shot init step", "otel-collector": "distroless image"}
+# Init containers that run once and exit: never restarted, only waited for.
+ONE_SHOT = {"otel-collector-queue"}
 
 
 def _tool(name: str) -> str:
@@ -130,6 +134,18 @@ def test_services_images_health_and_start_order(compose: dict[str, Any]) -> None
     assert set(services["ollama"]["profiles"]) == {"ollama"} and set(services["comfyui"]["profiles"]) == {"comfyui"}
 
 
+def test_long_running_services_restart_and_one_shot_steps_do_not(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert ONE_SHOT <= set(services)
+    for name, service in services.items():
+        wanted = "no" if name in ONE_SHOT else "unless-stopped"
+        assert service.get("restart") == wanted, f"{name}: restart: {wanted}, not {service.get('restart')!r}"
+    for name, service in services.items():  # a one-shot step is waited for until it has finished
+        for dependency, condition in service.get("depends_on", {}).items():
+            if dependency in ONE_SHOT:
+                assert condition["condition"] == "service_completed_successfully", f"{name} -> {dependency}"
+
+
 def test_only_kong_and_loopback_clickhouse_are_published(compose: dict[str, Any]) -> None:
     published = {name: service["ports"] for name, service in compose["services"].items() if service.get("ports")}
     assert set(published) == {"kong", "clickhouse"}
@@ -157,6 +173,47 @@ def test_compose_wires_the_bff_as_the_design_says(compose: dict[str, Any]) -> No
     assert openwebui_env["ENABLE_FORWARD_USER_INFO_HEADERS"] == "true"
 
 
+UVICORN_DEFAULT_KEEPALIVE_SECONDS = 5  # uvicorn's timeout_keep_alive, what LiteLLM uses without --keepalive_timeout
+KONG_DEFAULT_UPSTREAM_IDLE_SECONDS = 60  # Kong's upstream_keepalive_idle_timeout
+
+
+def _cli_option(command: list[str], option: str) -> str | None:
+    for index, word in enumerate(command):
+        if word == option:
+            return command[index + 1]
+        if word.startswith(option + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def test_keepalive_timeouts_close_idle_connections_on_the_client_side_first(compose: dict[str, Any]) -> None:
+    """On each hop the pooling client must give up an idle connection before the server closes it,
+    or a request can go out on a connection the server is closing (a 502 / connection reset)."""
+    services = compose["services"]
+    bff_env = services["bff"]["environment"]
+    kong_idle = float(services["kong"]["environment"].get("KONG_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT", KONG_DEFAULT_UPSTREAM_IDLE_SECONDS))
+    fields = Settings.model_fields
+
+    def bff_setting(name: str) -> float:
+        if name.upper() in bff_env:
+            return float(bff_env[name.upper()])
+        assert name in fields, f"set {name.upper()} in the bff service's environment"
+        return float(fields[name].default)
+
+    bff_keepalive = bff_setting("bff_keepalive_seconds")
+    assert kong_idle < bff_keepalive, f"Kong keeps idle upstream connections {kong_idle}s, the BFF only {bff_keepalive}s"
+    pool_expiry = bff_setting("litellm_pool_keepalive_seconds")
+    litellm_keepalive = float(_cli_option(services["litellm"]["command"], "--keepalive_timeout") or UVICORN_DEFAULT_KEEPALIVE_SECONDS)
+    assert pool_expiry < litellm_keepalive, f"the BFF pool keeps idle connections {pool_expiry}s, LiteLLM only {litellm_keepalive}s"
+    for name in ("bff_keepalive_seconds", "litellm_pool_keepalive_seconds"):  # .env.example documents them
+        assert name.upper() in _env_example(), f"document {name.upper()} in .env.example"
+    # Without compose's values, the BFF's own defaults keep the same order against the defaults.
+    if "bff_keepalive_seconds" in fields:
+        assert KONG_DEFAULT_UPSTREAM_IDLE_SECONDS < fields["bff_keepalive_seconds"].default
+    if "litellm_pool_keepalive_seconds" in fields:
+        assert fields["litellm_pool_keepalive_seconds"].default < UVICORN_DEFAULT_KEEPALIVE_SECONDS
+
+
 def test_bff_image_is_multi_stage_non_root_with_the_chart_assets() -> None:
     dockerfile = (ROOT / "backend" / "Dockerfile").read_text()
     stages = re.findall(r"^FROM \S+:(\S+)", dockerfile, re.MULTILINE)
@@ -164,6 +221,152 @@ def test_bff_image_is_multi_stage_non_root_with_the_chart_assets() -> None:
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.MULTILINE)
     assert "package-lock.json" in dockerfile and "npm ci" in dockerfile
     assert "monitoring/node_modules" in dockerfile and "HEALTHCHECK" in dockerfile
+
+
+# --- Image build contexts and .dockerignore -------------------------------------------------
+
+# What a developer checkout holds that must never reach a build context (paths relative to it).
+BIG_OR_SECRET = [
+    ".git/HEAD",
+    ".venv/bin/python",
+    ".venv-litellm/bin/litellm",
+    ".venv-openwebui/bin/open-webui",
+    ".data/clickhouse/metadata/otel.sql",
+    ".data/media/job/0.png",
+    "node_modules/chart.js/package.json",
+    "backend/bff/monitoring/node_modules/chart.js/dist/chart.umd.min.js",
+    "tests/output/monitoring-admin.png",
+    ".env",
+]
+
+
+class DockerIgnore:
+    """.dockerignore as Docker reads it (moby/patternmatcher): one pattern a line, '#' comments,
+    '!' exceptions, Go filepath.Match globs plus '**'; a pattern also matches everything under a
+    directory it matches; the last matching line decides."""
+
+    def __init__(self, text: str) -> None:
+        self.patterns: list[tuple[re.Pattern[str], bool]] = []
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            exception = line.startswith("!")
+            pattern = line[1:].strip() if exception else line
+            pattern = re.sub(r"/+", "/", pattern).strip("/")  # filepath.Clean; a leading '/' is the context root
+            self.patterns.append((re.compile(self._regex(pattern)), exception))
+
+    @staticmethod
+    def _regex(pattern: str) -> str:
+        out, i = "^", 0
+        while i < len(pattern):
+            ch = pattern[i]
+            if pattern.startswith("**", i):
+                i += 2
+                if pattern.startswith("/", i):
+                    i += 1
+                out += ".*" if i >= len(pattern) else "(.*/)?"
+                continue
+            if ch == "*":
+                out += "[^/]*"
+            elif ch == "?":
+                out += "[^/]"
+            elif ch == "[":
+                end = pattern.index("]", i)
+                out += pattern[i : end + 1]
+                i = end
+            elif ch == "\\" and i + 1 < len(pattern):
+                i += 1
+                out += re.escape(pattern[i])
+            else:
+                out += re.escape(ch)
+            i += 1
+        return out + "$"
+
+    def excluded(self, path: str) -> bool:
+        parts = path.strip("/").split("/")
+        candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        verdict = False
+        for regex, exception in self.patterns:
+            if any(regex.match(candidate) for candidate in candidates):
+                verdict = not exception
+        return verdict
+
+
+def _builds(compose: dict[str, Any]) -> list[tuple[str, Path, Path]]:
+    """(service, context, Dockerfile) of every image compose builds."""
+    builds = []
+    for name, service in compose["services"].items():
+        if service.get("build"):
+            context = Path(service["build"]["context"])
+            builds.append((name, context, context / service["build"].get("dockerfile", "Dockerfile")))
+    return builds
+
+
+def _dockerignore(context: Path, dockerfile: Path) -> DockerIgnore:
+    """BuildKit prefers <Dockerfile>.dockerignore next to the Dockerfile, then <context>/.dockerignore."""
+    for candidate in (dockerfile.with_name(dockerfile.name + ".dockerignore"), context / ".dockerignore"):
+        if candidate.is_file():
+            return DockerIgnore(candidate.read_text())
+    return DockerIgnore("")
+
+
+def _copy_sources(dockerfile: Path) -> list[str]:
+    """Sources of COPY/ADD lines that read the build context (not --from another stage)."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    sources = []
+    for line in text.splitlines():
+        match = re.match(r"^\s*(COPY|ADD)\s+(.*)$", line, re.IGNORECASE)
+        if not match:
+            continue
+        words = match.group(2).split()
+        if any(word.startswith("--from") for word in words):
+            continue
+        args = [word for word in words if not word.startswith("--")]
+        if args and args[0].startswith("["):  # JSON form
+            args = [str(arg) for arg in yaml.safe_load(" ".join(args))]
+        sources += args[:-1]
+    return sources
+
+
+def _checkout_files(context: Path, source: str) -> list[str]:
+    """Files under a COPY source in this checkout (tracked or new, not git-ignored), relative to the context."""
+    listing = subprocess.run(
+        ["git", "-C", str(context), "ls-files", "--cached", "--others", "--exclude-standard", "--", source],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [line for line in listing.stdout.splitlines() if (context / line).is_file()]
+
+
+def test_build_contexts_send_what_the_dockerfiles_copy_and_nothing_big(compose: dict[str, Any]) -> None:
+    builds = _builds(compose)
+    assert {name for name, _, _ in builds} == {"bff", "comfyui"}
+    for name, context, dockerfile in builds:
+        ignore = _dockerignore(context, dockerfile)
+        for source in _copy_sources(dockerfile):
+            assert (context / source).exists(), f"{name}: COPY {source} is not in the context {context}"
+            assert not ignore.excluded(source), f"{name}: COPY {source}, but the .dockerignore excludes it"
+            files = _checkout_files(context, source)
+            assert files, f"{name}: nothing to COPY under {source}"
+            dropped = [path for path in files if ignore.excluded(path)]
+            assert not dropped, f"{name}: the .dockerignore drops files the image needs: {dropped[:5]}"
+        if context.resolve() == ROOT.resolve():
+            for path in BIG_OR_SECRET:
+                assert ignore.excluded(path), f"{name}: {path} would be sent to the build context"
+        else:  # a small context of its own: nothing of a checkout's bulk lives there
+            assert not any((context / path.split("/")[0]).exists() for path in BIG_OR_SECRET), name
+    bff = next(dockerfile for name, _, dockerfile in builds if name == "bff")
+    copied = _copy_sources(bff)
+    assert {"backend/bff", "config", "backend/bff/monitoring/package-lock.json"} <= set(copied), copied
+
+
+def test_dockerignore_matcher_follows_docker_rules() -> None:
+    ignore = DockerIgnore("# comment\n.venv-*\n**/node_modules\n/.data\ntests\n!tests/keep\n*.md\n!README.md\n")
+    assert ignore.excluded(".venv-litellm/bin/x") and not ignore.excluded(".venv/bin/x")
+    assert ignore.excluded("node_modules") and ignore.excluded("a/b/node_modules/c.js")
+    assert ignore.excluded(".data/x") and not ignore.excluded("backend/.data/x")
+    assert ignore.excluded("tests/output/a.png") and not ignore.excluded("tests/keep/a.py")
+    assert ignore.excluded("CHANGES.md") and not ignore.excluded("README.md") and not ignore.excluded("docs/CHANGES.md")
 
 
 # --- Kong ---------------------------------------------------------------------------------
@@ -233,11 +436,45 @@ def test_collector_pipeline_references_only_defined_components() -> None:
             for component in pipeline.get(kind, []):
                 assert component in collector[kind], f"{name}: {kind[:-1]} {component} is not defined"
         assert pipeline["processors"][0] == "memory_limiter", "the memory limiter must come first"
+        assert "batch" not in pipeline["processors"], "batch in the exporter's sending_queue, after the persistent queue"
     used = {c for p in service["pipelines"].values() for kind in ("receivers", "processors", "exporters") for c in p.get(kind, [])}
     defined = {c for kind in ("receivers", "processors", "exporters") for c in collector[kind]}
     assert defined == used, f"defined but unused: {defined - used}"
     assert set(collector["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
     assert "health_check" in service["extensions"]
+    assert not any(name.split("/")[0] == "batch" for name in collector["processors"]), "no batch processor"
+
+
+# exporterhelper's sending_queue as of collector v0.150.0 (exporter/exporterhelper/README.md,
+# internal/queuebatch/config.go): the queue's fields and its `batch` section's.
+QUEUE_FIELDS = {"enabled", "wait_for_result", "sizer", "queue_size", "block_on_overflow", "storage", "num_consumers", "batch"}
+QUEUE_BATCH_FIELDS = {"flush_timeout", "sizer", "min_size", "max_size", "partition"}
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", str(duration))
+    assert match, f"not a duration: {duration!r}"
+    return float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[match.group(2)]
+
+
+def test_collector_batches_in_the_sending_queue_after_the_persistent_queue() -> None:
+    """Spans go to disk first (file_storage), batches are built from the queue: queuebatch.Config.Validate's rules."""
+    queue = yaml.safe_load(COLLECTOR.read_text())["exporters"]["clickhouse"]["sending_queue"]
+    assert set(queue) <= QUEUE_FIELDS, f"unknown sending_queue fields: {set(queue) - QUEUE_FIELDS}"
+    assert queue["enabled"] is True and queue["storage"].startswith("file_storage")
+    assert queue.get("wait_for_result") is not True, "not supported with a persistent queue"
+    assert queue["queue_size"] > 0 and queue.get("num_consumers", 10) > 0
+    batch = queue["batch"]
+    assert set(batch) <= QUEUE_BATCH_FIELDS, f"unknown sending_queue.batch fields: {set(batch) - QUEUE_BATCH_FIELDS}"
+    queue_sizer = queue.get("sizer", "requests")
+    # Unset, batch.sizer takes the queue's sizer when that is set explicitly, else items.
+    batch_sizer = batch.get("sizer", queue_sizer if "sizer" in queue else "items")
+    assert batch_sizer in {"items", "bytes"}, f"batch supports only items or bytes, not {batch_sizer!r}"
+    assert _seconds(batch["flush_timeout"]) > 0
+    min_size, max_size = batch.get("min_size", 8192), batch.get("max_size", 0)
+    assert min_size >= 0 and (max_size == 0 or max_size >= min_size)
+    if batch_sizer == queue_sizer:
+        assert min_size <= queue["queue_size"], "min_size must fit in the queue"
 
 
 def test_collector_writes_the_schema_files_tables_and_keeps_spans_across_restarts(compose: dict[str, Any]) -> None:
