@@ -11,7 +11,7 @@ in config/clickhouse/, and then:
 1. Ingest. Fills otel.otel_traces with --spans synthetic gateway spans spread over the
    --days x 24 h up to now (fewer on weekends and at night, slowly growing) from --users
    users (a few heavy, a long tail of light ones). Every row is what the BFF's span exporter
-   writes: the row templates are real spans, built through `RequestRecord.span_attributes`,
+   writes: the row templates are real spans, built through `Call.span_attributes`,
    `Telemetry.finish` and `span_row`, and each row is a template with its own
    timestamp, trace/span/request ids, user, role and Open-WebUI chat id. Batches go
    in with `store.insert_columns(TRACES_TABLE, COLUMNS, columns)`, the exporter's own
@@ -66,11 +66,11 @@ from opentelemetry.trace import SpanKind
 
 from bff.clickhouse import ClickHouseStore
 from bff.identity.principal import AuthMethod, Principal, Role
-from bff.request_context import RequestRecord
+from bff.pipeline.call import Call
 from bff.settings import Settings
 from bff.telemetry import attributes as attr
 from bff.telemetry.clickhouse_exporter import COLUMNS, TRACES_TABLE, span_row
-from bff.telemetry.tracing import GATEWAY_OPERATIONS, SCOPE, Telemetry
+from bff.telemetry.tracing import SCOPE, Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_NAME: str = Settings.model_fields["otel_service_name"].default
@@ -174,7 +174,7 @@ def _pick(rng: np.random.Generator, weights: dict[Any, float]) -> Any:
 
 
 class TemplateFactory:
-    """Row templates made by the BFF's own span path: a RequestRecord becomes span attributes
+    """Row templates made by the BFF's own span path: a Call becomes span attributes
     (`span_attributes`), the span ends as every gateway span does (`Telemetry.finish`) and
     the exporter turns it into an otel_traces row (`span_row`)."""
 
@@ -182,9 +182,9 @@ class TemplateFactory:
         provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
         self._tracer = provider.get_tracer(SCOPE, SCOPE_VERSION)
 
-    def row(self, route: str, record: RequestRecord, status: int) -> tuple[Any, ...]:
+    def row(self, route: str, record: Call, status: int) -> tuple[Any, ...]:
         # as Telemetry.start: one SERVER span per gateway operation, started with these attributes
-        operation = GATEWAY_OPERATIONS[route]
+        operation = "chat"
         span = self._tracer.start_span(
             f"gateway {operation}",
             kind=SpanKind.SERVER,
@@ -219,7 +219,8 @@ def make_templates(profile: Profile, count: int, rng: np.random.Generator, facto
             auth=profile.auth,
             chat_id=PLACEHOLDER if profile.with_chat_id else None,
         )
-        record = RequestRecord(request_id=PLACEHOLDER, principal=principal, model=requested.name, stream=stream)
+        record = Call(request_id=PLACEHOLDER, model=requested.name, stream=stream)
+        record.admit(principal)
         record.context = _pick(rng, profile.contexts)
         status = 200
         duration_ms = float(rng.uniform(3, 40))  # refused before LiteLLM answered

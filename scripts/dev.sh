@@ -69,8 +69,9 @@ log "starting LiteLLM on :$LITELLM_PORT ($(basename "$LITELLM_CONFIG")), log in 
 # unless OTEL_ENDPOINT (LiteLLM's variable) names one.
 litellm_otel_off=true
 [ -n "${OTEL_ENDPOINT:-}" ] && litellm_otel_off=false
+# Its keep-alive outlasts the BFF's pool expiry (LITELLM_POOL_KEEPALIVE_SECONDS), as in compose.
 OTEL_SDK_DISABLED="$litellm_otel_off" "$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" --host 127.0.0.1 --port "$LITELLM_PORT" \
-  > "$LOGS/litellm.log" 2>&1 &
+  --keepalive_timeout 30 > "$LOGS/litellm.log" 2>&1 &
 pids+=($!)
 wait_for_http "http://127.0.0.1:$LITELLM_PORT/health/readiness" 120 LiteLLM "${pids[0]}" \
   || { tail -n 30 "$LOGS/litellm.log" >&2; die "LiteLLM did not become ready"; }

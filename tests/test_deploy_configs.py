@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from bff.clickhouse import ClickHouseStore, _statements
-from bff.request_context import REQUEST_ID_HEADER
+from bff.pipeline.context import REQUEST_ID_HEADER
 from bff.settings import Settings
 from bff.telemetry.clickhouse_exporter import COLUMNS, TRACES_TABLE
 from conftest import ROOT, Bff

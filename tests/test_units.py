@@ -1,23 +1,21 @@
 """Small pure functions of the chat path and error mapping."""
 
+import json
+
 import httpx
-from starlette.requests import Request
+from starlette.datastructures import Headers
 
 from bff.errors import ApiError
-from bff.identity.principal import AuthMethod, Principal, Role
-from bff.request_context import RequestRecord
-from bff.upstream.chat import upstream_body, upstream_headers, usage_from_stream_tail
+from bff.pipeline.call import Call
+from bff.pipeline.chat_body import ChatCompletionRequest
+from bff.pipeline.gateway import _upstream_headers
+from bff.pipeline.stream_meter import StreamMeter
 from bff.upstream.errors import error_from_status
 
 
-def _request(headers: dict[str, str]) -> Request:
-    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    return Request({"type": "http", "method": "POST", "path": "/", "headers": raw})
-
-
 def test_only_trace_headers_travel_to_litellm() -> None:
-    headers = upstream_headers(
-        _request(
+    headers = _upstream_headers(
+        Headers(
             {
                 "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                 "tracestate": "vendor=1",
@@ -27,7 +25,7 @@ def test_only_trace_headers_travel_to_litellm() -> None:
                 "cookie": "token=abc",
             }
         ),
-        RequestRecord(request_id="req-1"),
+        Call(request_id="req-1"),
     )
     assert headers == {
         "content-type": "application/json",
@@ -38,16 +36,34 @@ def test_only_trace_headers_travel_to_litellm() -> None:
 
 
 def test_upstream_body_sets_user_and_usage_for_streams() -> None:
-    principal = Principal(user_id="u-1", role=Role.user, auth=AuthMethod.session_token)
-    body = upstream_body({"model": "m", "messages": [], "user": "evil", "stream_options": {"x": 1}}, principal, True)
-    assert b'"user":"u-1"' in body
-    assert b'"stream_options":{"x":1,"include_usage":true}' in body
+    body = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user"}], "user": "evil", "safety_identifier": "evil", "stream": True,
+         "stream_options": {"x": 1}, "top_k": 3}
+    )
+    sent = body.upstream("u-1", {"fallbacks": []})
+    assert sent["user"] == "u-1" and sent["safety_identifier"] == "u-1"
+    assert sent["stream_options"] == {"x": 1, "include_usage": True}
+    assert sent["top_k"] == 3 and sent["fallbacks"] == []  # provider parameters pass, the gateway's controls last
 
 
-def test_usage_is_read_from_the_stream_tail() -> None:
-    tail = b'data: {"choices":[]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}\n\ndata: [DONE]\n\n'
-    assert usage_from_stream_tail(tail) == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-    assert usage_from_stream_tail(b"data: [DONE]\n\n") is None
+def test_the_meter_reads_usage_finish_and_content_across_split_chunks() -> None:
+    meter = StreamMeter()
+    first = b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\ndata: {"choices":[{"index":0,"de'
+    assert meter.feed(first) == b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'  # the partial event waits
+    rest = b'lta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
+    assert meter.feed(rest) == b'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
+    assert meter.finished and meter.usage is None and meter.delivered_text() == "Hello"
+    meter.feed(b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"cost":1e-05}}\n\ndata: [DONE]\n\n')
+    assert meter.usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cost": 1e-05} and meter.done
+
+
+def test_the_meter_rewrites_litellm_error_events() -> None:
+    meter = StreamMeter()
+    raw = b'data: {"error": {"message": "litellm.APIConnectionError: OpenAIException - boom at http://10.0.0.1", "type": null, "param": null, "code": "500"}}\n\n'
+    sent = meter.feed(raw)
+    error = json.loads(sent.removeprefix(b"data: "))["error"]
+    assert error == {"message": "the model provider failed while answering", "type": "upstream_error", "code": "bad_gateway"}
+    assert meter.error is not None and meter.error.status == 502
 
 
 def test_upstream_messages_are_scrubbed() -> None:
@@ -62,3 +78,6 @@ def test_upstream_messages_are_scrubbed() -> None:
     assert error_from_status(503, b"oops", httpx.Headers()).status == 502
     limited = error_from_status(429, b"{}", httpx.Headers({"retry-after": "12"}))
     assert limited.status == 429 and limited.headers == {"Retry-After": "12"}
+    # LiteLLM passes the provider's Retry-After on under its own name
+    provider = error_from_status(429, b"{}", httpx.Headers({"llm_provider-retry-after": "7"}))
+    assert provider.headers == {"Retry-After": "7"}

@@ -21,6 +21,7 @@ def main() -> None:
         root_path=settings.public_path_prefix,
         # X-Forwarded-Proto/-For are trusted from FORWARDED_ALLOW_IPS (uvicorn's setting; compose: Kong).
         proxy_headers=True,
+        timeout_keep_alive=settings.bff_keepalive_seconds,
     )
 
 

@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from bff.errors import ErrorResponse, install_error_handlers
 from bff.monitoring import pages as monitoring_pages
 from bff.policy.budgets import BUDGET_HEADERS
-from bff.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
+from bff.pipeline.context import REQUEST_ID_HEADER, RequestContextMiddleware
 from bff.routes import (
     catalog,
     generate,
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-request-id", "traceparent", "tracestate"],
             expose_headers=[REQUEST_ID_HEADER, "retry-after", *BUDGET_HEADERS],
         )
-    app.add_middleware(RequestContextMiddleware, telemetry=services.telemetry, budgets=services.budgets)
+    app.add_middleware(RequestContextMiddleware, budgets=services.budgets)
     logging.getLogger("bff").setLevel(settings.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines duplicate the access log
     return app

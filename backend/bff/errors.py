@@ -94,9 +94,9 @@ _STATUS_TYPES = {
 
 def _note_error(request: Request, code: str) -> None:
     """The error code lands in the request's span and access-log line."""
-    record = getattr(request.state, "record", None)
-    if record is not None:
-        record.error_type = code
+    call = getattr(request.state, "call", None)
+    if call is not None:
+        call.error_type = code
 
 
 def install_error_handlers(app: FastAPI) -> None:

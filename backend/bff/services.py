@@ -7,14 +7,14 @@ from fastapi import Depends, Request
 
 from bff.clickhouse import ClickHouseStore
 from bff.identity.authenticate import Authenticator
-from bff.identity.principal import Principal
 from bff.identity.role_sources import RoleSource, build_role_source
 from bff.media.service import ImageService
 from bff.policy.access import AccessPolicy
 from bff.policy.budgets import BudgetGuard
+from bff.policy.fallbacks import FallbackPolicy
 from bff.policy.model import load_policy
 from bff.policy.routing import TaskRouter, load_router
-from bff.request_context import RequestRecord
+from bff.readiness import SteadyProbe
 from bff.settings import Settings
 from bff.telemetry.tracing import Telemetry
 from bff.upstream.catalog import CatalogCache
@@ -28,7 +28,9 @@ class Services:
     role_source: RoleSource
     authenticator: Authenticator
     access: AccessPolicy
+    fallbacks: FallbackPolicy
     litellm: LiteLLMClient
+    litellm_probe: SteadyProbe
     catalog: CatalogCache
     store: ClickHouseStore
     telemetry: Telemetry
@@ -41,6 +43,7 @@ class Services:
     def build(cls, settings: Settings) -> "Services":
         policy = load_policy(settings.policy_file)  # invalid policy: refuse to start
         access = AccessPolicy(policy)
+        fallbacks = FallbackPolicy(access)
         role_source = build_role_source(settings)
         litellm = LiteLLMClient(settings)
         store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_schema_dir)
@@ -52,8 +55,10 @@ class Services:
             role_source=role_source,
             authenticator=Authenticator(settings, role_source),
             access=access,
+            fallbacks=fallbacks,
             litellm=litellm,
-            catalog=CatalogCache(litellm, settings.catalog_ttl_seconds),
+            litellm_probe=SteadyProbe(litellm, settings.readiness_grace_seconds),
+            catalog=CatalogCache(litellm, settings.catalog_ttl_seconds, on_load=fallbacks.report),
             store=store,
             telemetry=Telemetry(settings, store, on_delivered=budgets.delivered),
             budgets=budgets,
@@ -73,25 +78,8 @@ class Services:
 
 # Dependencies are `async` on purpose: FastAPI runs plain functions on a worker thread.
 async def get_services(request: Request) -> Services:
-    return request.app.state.services
-
-
-async def get_record(request: Request) -> RequestRecord:
-    return request.state.record
-
-
-async def get_principal(request: Request) -> Principal:
-    """The caller; their budget state rides along on every response as headers."""
     services: Services = request.app.state.services
-    principal = await services.authenticator.authenticate(request)
-    record: RequestRecord = request.state.record
-    record.principal = principal
-    record.budget = await services.budgets.status(principal)
-    if record.budget is not None:
-        record.response_headers.update(record.budget.headers())
-    return principal
+    return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-RecordDep = Annotated[RequestRecord, Depends(get_record)]

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     bff_port: int = 8080
     bff_dev_mode: bool = False
     log_level: str = "INFO"
+    # Longer than any client keeps an idle connection to the BFF (Kong's upstream keepalive
+    # is 60 s, SDK pools ~15 s): the client, not the BFF, closes idle connections, so a
+    # client never sends on a connection the BFF is closing.
+    bff_keepalive_seconds: int = Field(default=75, gt=0)
 
     # LiteLLM proxy
     litellm_url: str = "http://127.0.0.1:4000"
@@ -24,6 +28,15 @@ class Settings(BaseSettings):
     upstream_connect_timeout_seconds: float = 5.0
     upstream_timeout_seconds: float = 120.0
     catalog_ttl_seconds: float = 30.0
+    # Shorter than LiteLLM's server keep-alive (uvicorn's 5 s): the BFF drops an idle pooled
+    # connection before LiteLLM closes it, instead of racing LiteLLM's close.
+    litellm_pool_keepalive_seconds: float = Field(default=3.0, gt=0)
+    # A stream whose caller left after the last content keeps being read this long for
+    # LiteLLM's usage event, so the call is billed exactly rather than estimated.
+    stream_usage_grace_seconds: float = Field(default=5.0, ge=0, le=60)
+    # /health/ready reports LiteLLM down only when no probe answered for this long: one
+    # slow probe on a busy machine does not take the BFF out of a load balancer.
+    readiness_grace_seconds: float = Field(default=15.0, ge=0)
 
     # Ollama management (chat with Ollama models goes through LiteLLM)
     ollama_base_url: str = "http://127.0.0.1:11434"

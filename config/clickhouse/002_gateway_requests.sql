@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS otel.gateway_requests (
     Fallbacks UInt32,
     HttpStatus UInt16,
     ErrorType LowCardinality(String),
+    Outcome LowCardinality(String),
+    CostEstimated Bool,
     INDEX idx_session SessionId TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_user UserId TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_request RequestId TYPE bloom_filter(0.01) GRANULARITY 1
@@ -38,7 +40,12 @@ PARTITION BY toYYYYMM(Timestamp)
 ORDER BY (toDate(Timestamp), UserId, ModelGroup, Timestamp)
 TTL toDateTime(Timestamp) + toIntervalDay(400);
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS otel.gateway_requests_mv
+-- Columns added after the first release, for stores created before them.
+ALTER TABLE otel.gateway_requests ADD COLUMN IF NOT EXISTS Outcome LowCardinality(String) AFTER ErrorType;
+ALTER TABLE otel.gateway_requests ADD COLUMN IF NOT EXISTS CostEstimated Bool AFTER Outcome;
+
+-- OR REPLACE: an upgraded BFF swaps in its own definition (atomically) at start-up.
+CREATE OR REPLACE MATERIALIZED VIEW otel.gateway_requests_mv
 TO otel.gateway_requests
 AS SELECT
     Timestamp,
@@ -68,6 +75,10 @@ AS SELECT
     toUInt32OrZero(SpanAttributes['gateway.retries']) AS Retries,
     toUInt32OrZero(SpanAttributes['gateway.fallbacks']) AS Fallbacks,
     toUInt16OrZero(SpanAttributes['http.response.status_code']) AS HttpStatus,
-    SpanAttributes['error.type'] AS ErrorType
+    SpanAttributes['error.type'] AS ErrorType,
+    -- how the request ended (gateway.outcome); spans from before it: by status
+    if(SpanAttributes['gateway.outcome'] != '', SpanAttributes['gateway.outcome'],
+       if(HttpStatus >= 400, 'refused', 'completed')) AS Outcome,
+    SpanAttributes['gateway.cost.estimated'] = 'true' AS CostEstimated
 FROM otel.otel_traces
 WHERE SpanAttributes['gateway.operation'] != '';

@@ -20,7 +20,7 @@ PARTITION BY toYYYYMM(Day)
 ORDER BY (Day, UserId, ModelGroup, Provider, Context, Operation, Role)
 TTL Day + toIntervalDay(1825);
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS otel.gateway_usage_daily_mv
+CREATE OR REPLACE MATERIALIZED VIEW otel.gateway_usage_daily_mv
 TO otel.gateway_usage_daily
 AS SELECT
     toDate(Timestamp) AS Day,
@@ -31,7 +31,8 @@ AS SELECT
     Context,
     Operation,
     toUInt64(count()) AS Requests,
-    toUInt64(countIf(HttpStatus >= 400)) AS Errors,
+    -- a stream that failed after it started answered 200, and is an error all the same
+    toUInt64(countIf(HttpStatus >= 400 OR Outcome = 'upstream_failed')) AS Errors,
     sum(InputTokens) AS InputTokens,
     sum(OutputTokens) AS OutputTokens,
     sum(CostUsd) AS CostUsd,

@@ -5,8 +5,8 @@ from urllib.parse import unquote
 
 from fastapi import Request
 
-from bff.errors import forbidden, unauthorized
-from bff.identity.principal import AuthMethod, Principal, Role, UserRecord
+from bff.errors import unauthorized
+from bff.identity.principal import AuthMethod, Identity, Principal, UserRecord
 from bff.identity.role_sources import RoleSource
 from bff.identity.tokens import verify_forwarded_user, verify_session_token
 from bff.settings import Settings
@@ -25,15 +25,6 @@ def bearer_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
 
 
-def _role(user_role: str) -> Role:
-    if user_role == "pending":
-        raise forbidden("your Open-WebUI account is pending approval", "account_pending")
-    try:
-        return Role(user_role)
-    except ValueError:
-        raise forbidden("your Open-WebUI role is not allowed to use the gateway", "role_not_allowed") from None
-
-
 class Authenticator:
     def __init__(self, settings: Settings, role_source: RoleSource):
         self._settings = settings
@@ -49,22 +40,23 @@ class Authenticator:
         return any(matches)
 
     async def authenticate(self, request: Request) -> Principal:
+        return (await self.identify(request)).principal()
+
+    async def identify(self, request: Request) -> Identity:
+        """Who the credentials name; their role is judged by Identity.principal()."""
         token = bearer_token(request)
         if token is None:
             raise unauthorized("missing credentials: send an Open-WebUI token as 'Authorization: Bearer'", "missing_credentials")
         if self._is_service_key(token):
-            return self._service_principal(request)
+            return self._service_identity(request)
         if token.startswith(API_KEY_PREFIX):
-            return self._principal(await self._roles.user_for_api_key(token), AuthMethod.api_key)
+            return Identity(user=await self._roles.user_for_api_key(token), auth=AuthMethod.api_key)
         claims = verify_session_token(
             token, self._settings.webui_secret_key.get_secret_value(), self._settings.allow_tokens_without_exp
         )
-        return self._principal(await self._roles.user_for_session(token, claims), AuthMethod.session_token)
+        return Identity(user=await self._roles.user_for_session(token, claims), auth=AuthMethod.session_token)
 
-    def _principal(self, user: UserRecord, auth: AuthMethod, chat_id: str | None = None) -> Principal:
-        return Principal(user_id=user.id, email=user.email, name=user.name, role=_role(user.role), auth=auth, chat_id=chat_id)
-
-    def _service_principal(self, request: Request) -> Principal:
+    def _service_identity(self, request: Request) -> Identity:
         chat_id = request.headers.get(CHAT_ID_HEADER) or None
         forwarded_jwt = request.headers.get(FORWARDED_JWT_HEADER)
         if forwarded_jwt is not None:
@@ -72,7 +64,7 @@ class Authenticator:
                 raise unauthorized("forwarded user tokens are not configured (FORWARD_USER_INFO_HEADER_JWT_SECRET)")
             claims = verify_forwarded_user(forwarded_jwt, self._forward_secret)
             user = UserRecord(id=claims.sub, email=claims.email, name=claims.name, role=claims.role)
-            return self._principal(user, AuthMethod.forwarded_jwt, chat_id)
+            return Identity(user=user, auth=AuthMethod.forwarded_jwt, chat_id=chat_id)
         user_id = request.headers.get("x-openwebui-user-id")
         if user_id is not None:
             if not self._settings.trust_forwarded_user_headers:
@@ -87,5 +79,5 @@ class Authenticator:
                 name=unquote(request.headers.get("x-openwebui-user-name", "")) or None,
                 role=role,
             )
-            return self._principal(user, AuthMethod.forwarded_headers, chat_id)
-        return Principal(user_id=None, role=None, auth=AuthMethod.service_key)
+            return Identity(user=user, auth=AuthMethod.forwarded_headers, chat_id=chat_id)
+        return Identity(user=None, auth=AuthMethod.service_key)

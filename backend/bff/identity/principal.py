@@ -4,6 +4,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from bff.errors import forbidden
+
 
 class Role(StrEnum):
     admin = "admin"
@@ -47,3 +49,34 @@ class Principal(BaseModel):
     def via_service_key(self) -> bool:
         """Called by a server-side client (Open-WebUI's backend) on a user's behalf, or by it alone."""
         return self.auth in (AuthMethod.service_key, AuthMethod.forwarded_jwt, AuthMethod.forwarded_headers)
+
+
+class Identity(BaseModel):
+    """Whom verified credentials name, before their role is judged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user: UserRecord | None  # None only for a bare service key
+    auth: AuthMethod
+    chat_id: str | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        return self.user.id if self.user else None
+
+    @property
+    def role(self) -> str | None:
+        return self.user.role if self.user else None
+
+    def principal(self) -> Principal:
+        """The caller, or 403 for a pending account or a role the gateway does not know."""
+        if self.user is None:
+            return Principal(user_id=None, role=None, auth=self.auth)
+        if self.user.role == "pending":
+            raise forbidden("your Open-WebUI account is pending approval", "account_pending")
+        try:
+            role = Role(self.user.role)
+        except ValueError:
+            raise forbidden("your Open-WebUI role is not allowed to use the gateway", "role_not_allowed") from None
+        user = self.user
+        return Principal(user_id=user.id, email=user.email, name=user.name, role=role, auth=self.auth, chat_id=self.chat_id)

@@ -12,13 +12,13 @@ import logging
 from datetime import UTC, datetime
 
 from bff.errors import ApiError, not_found
-from bff.identity.principal import Principal
 from bff.media.backends import ImageBackend, Submission, resolve_backends
 from bff.media.jobs import Job, JobError, JobRegistry, JobSink, JobStatus
 from bff.media.storage import MediaStore
 from bff.media.workflows import ImageParams, Workflow, WorkflowCatalog, load_workflows
+from bff.pipeline.call import Call, Outcome
+from bff.pipeline.context import record_call
 from bff.policy.budgets import BudgetGuard
-from bff.request_context import RequestRecord, end_span
 from bff.settings import Settings
 from bff.telemetry import attributes as attr
 
@@ -67,18 +67,16 @@ class ImageService:
     def backend_for(self, workflow: Workflow) -> ImageBackend:
         return self._backends[workflow.name]
 
-    async def start(
-        self, principal: Principal, record: RequestRecord, workflow: Workflow, params: ImageParams, detach_span: bool
-    ) -> Job:
+    async def start(self, call: Call, workflow: Workflow, params: ImageParams, detach_span: bool) -> Job:
         """Opens the job (429 beyond the user's limit) and queues it (400 rejected, 503 unreachable).
 
         With `detach_span` the job, not the middleware, ends the request's span when it
         finishes, so the span lasts as long as the generation.
         """
         backend = self.backend_for(workflow)
-        record.model = record.model_group = workflow.name
-        record.provider = backend.name
-        record.extra_attributes.update(
+        call.model = call.model_group = workflow.name
+        call.provider = backend.name
+        call.extra_attributes.update(
             {
                 attr.IMAGES_WORKFLOW: workflow.name,
                 attr.IMAGES_COUNT: params.batch_size,
@@ -86,31 +84,32 @@ class ImageService:
                 **({attr.IMAGES_STEPS: params.steps} if params.steps is not None else {}),
             }
         )
-        assert principal.user_id is not None
-        job = self.registry.open(principal.user_id, workflow.name, backend.name, params.steps or 0)
+        user_id = call.caller.user_id
+        assert user_id is not None  # the images permission needs a user
+        job = self.registry.open(user_id, workflow.name, backend.name, params.steps or 0)
         try:
             submission = await backend.submit(workflow.fill(params), params)
         except BaseException:
             self.registry.discard(job)
             raise
-        task = asyncio.create_task(self._run(job, workflow, backend, submission, record))
+        task = asyncio.create_task(self._run(job, workflow, backend, submission, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        record.span_detached = detach_span  # before any await: the job cannot have ended yet
+        call.span_detached = detach_span  # before any await: the job cannot have ended yet
         return job
 
     async def _run(
-        self, job: Job, workflow: Workflow, backend: ImageBackend, submission: Submission, record: RequestRecord
+        self, job: Job, workflow: Workflow, backend: ImageBackend, submission: Submission, call: Call
     ) -> None:
         try:
-            await self._follow(job, workflow, backend, submission, record)
+            await self._follow(job, workflow, backend, submission, call)
         finally:
             await backend.release(submission)
-            if record.span_detached:
-                self._end_span(record, job)
+            if call.span_detached:
+                self._end_span(call, job)
 
     async def _follow(
-        self, job: Job, workflow: Workflow, backend: ImageBackend, submission: Submission, record: RequestRecord
+        self, job: Job, workflow: Workflow, backend: ImageBackend, submission: Submission, call: Call
     ) -> None:
         try:
             async with asyncio.timeout(backend.timeout_seconds):
@@ -120,33 +119,33 @@ class ImageService:
         except TimeoutError:
             await backend.cancel(submission)
             message = f"no image within {backend.timeout_seconds:g} s; the prompt was stopped"
-            await self._fail(job, record, ApiError(504, message, "timeout_error", "generation_timeout"), JobStatus.timed_out)
+            await self._fail(job, call, ApiError(504, message, "timeout_error", "generation_timeout"), JobStatus.timed_out)
             return
         except ApiError as exc:
-            await self._fail(job, record, exc)
+            await self._fail(job, call, exc)
             return
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.shield(backend.cancel(submission))
-            await self._fail(job, record, ApiError(503, "the gateway shut down during the generation", "service_unavailable", "shutdown"))
+            await self._fail(job, call, ApiError(503, "the gateway shut down during the generation", "service_unavailable", "shutdown"))
             raise
         except Exception:
             log.exception("image job failed")
-            await self._fail(job, record, ApiError(500, "internal error", "internal_error", "internal_error"))
+            await self._fail(job, call, ApiError(500, "internal error", "internal_error", "internal_error"))
             return
-        record.cost_usd = job.cost_usd = workflow.config.cost_usd_per_image * len(images)
-        record.extra_attributes[attr.IMAGES_COUNT] = len(images)
+        call.cost_usd = job.cost_usd = workflow.config.cost_usd_per_image * len(images)
+        call.extra_attributes[attr.IMAGES_COUNT] = len(images)
         await self.registry.finish(job, JobStatus.succeeded, images=len(images))
 
-    async def _fail(self, job: Job, record: RequestRecord, error: ApiError, status: JobStatus = JobStatus.failed) -> None:
-        record.error_type = error.code
+    async def _fail(self, job: Job, call: Call, error: ApiError, status: JobStatus = JobStatus.failed) -> None:
+        call.fail(error.code, Outcome.upstream_failed)
         job.images = 0
         await self.registry.finish(job, status, error=JobError.of(error))
 
-    def _end_span(self, record: RequestRecord, job: Job) -> None:
+    def _end_span(self, call: Call, job: Job) -> None:
         """What the middleware does for attached spans, at the end of the job."""
         status = ACCEPTED if job.status is JobStatus.succeeded else (job.error.status if job.error else 500)
-        end_span(record, status, self._budgets)
+        record_call(call, status, self._budgets)
 
     async def sweep_forever(self) -> None:
         while True:

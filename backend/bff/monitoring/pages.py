@@ -15,7 +15,8 @@ from bff.errors import ApiError, forbidden, not_found, unavailable
 from bff.monitoring.assets import ASSETS, PACKAGE_DIR
 from bff.monitoring.models import Scope, Viewer
 from bff.policy.model import Permission
-from bff.services import Services, get_principal
+from bff.pipeline.admission import admit
+from bff.services import Services
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
@@ -42,7 +43,7 @@ PAGE_HEADERS = {
 
 async def current_viewer(request: Request) -> Viewer:
     services: Services = request.app.state.services
-    principal = await get_principal(request)
+    principal = await admit(services, request, request.state.call)
     services.access.require(principal, Permission.monitoring)
     if principal.user_id is None or principal.role is None:
         raise forbidden("the monitoring pages need a signed-in user", "user_identity_required")
@@ -84,7 +85,7 @@ async def page(request: Request) -> HTMLResponse:
     try:
         await current_viewer(request)
     except ApiError as error:
-        request.state.record.error_type = error.code
+        request.state.call.error_type = error.code
         title, detail = _notice(error)
         return render_page(error.status, title, detail, error.headers)
     return render_page(200)

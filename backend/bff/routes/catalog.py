@@ -5,7 +5,8 @@ from pydantic import BaseModel, Field
 
 from bff.errors import bad_request
 from bff.policy.models import may_use
-from bff.services import PrincipalDep, ServicesDep
+from bff.pipeline.operations import CallerCall
+from bff.services import ServicesDep
 
 router = APIRouter(prefix="/api", tags=["catalog"])
 
@@ -30,7 +31,7 @@ class CatalogResponse(BaseModel):
 @router.get("/models", response_model=CatalogResponse, summary="Model catalog for the caller")
 async def model_catalog(
     services: ServicesDep,
-    principal: PrincipalDep,
+    call: CallerCall,
     tier: str | None = Query(default=None, max_length=64, description="only models of this tier"),
 ) -> CatalogResponse:
     tiers = services.access.policy.tiers
@@ -47,7 +48,7 @@ async def model_catalog(
             provider=entry.provider,
             input_price_per_1m=entry.price_per_million(entry.input_cost_per_token),
             output_price_per_1m=entry.price_per_million(entry.output_cost_per_token),
-            allowed=may_use(services.access, catalog, principal, entry),
+            allowed=may_use(services.access, catalog, call.caller, entry),
         )
         for entry in sorted(catalog.models.values(), key=lambda e: e.name)
         if tier is None or entry.tier == tier

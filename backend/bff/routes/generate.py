@@ -1,17 +1,18 @@
 """POST /api/llm/generate: a task name picks the model (config/routing.yaml); the answer
 comes in the product's response shape."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bff.pipeline import gateway
+from bff.pipeline.bodies import JsonBody, documented, validate_body
+from bff.pipeline.chat_body import ChatCompletionRequest
+from bff.pipeline.operations import ChatCall
 from bff.policy.routing import TASK_NAME
-from bff.routes.body import read_json_object, validate_body
-from bff.routes.openai_compat import authorize_chat, context_tag
 from bff.routes.product_chat import ProductChatResponse, product_response
-from bff.services import PrincipalDep, RecordDep, ServicesDep
-from bff.upstream import chat
+from bff.services import ServicesDep
 
 router = APIRouter(prefix="/api/llm", tags=["product"])
 
@@ -50,15 +51,20 @@ class GenerateResponse(ProductChatResponse):
     mode: str = Field(description="the generator mode that picked the model (live or mock)")
 
 
-@router.post("/generate", response_model=GenerateResponse, summary="Run a task on the model its routing rule picks")
-async def generate(request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep) -> GenerateResponse:
-    body = validate_body(GenerateRequest, await read_json_object(request, services.settings.max_request_bytes))
-    record.context = context_tag(request) or body.task
-    payload = body.chat_payload(services.router.model_for(body.task))
-    _, _, catalog = await authorize_chat(services, principal, record, payload)
-    headers = chat.upstream_headers(request, record)
-    upstream, answer = await chat.complete(
-        services.litellm, chat.upstream_body(payload, principal, stream=False), headers, record, catalog
-    )
-    product = product_response(upstream, answer, record)
+@router.post(
+    "/generate",
+    response_model=GenerateResponse,
+    summary="Run a task on the model its routing rule picks",
+    **documented(GenerateRequest),
+)
+async def generate(
+    request: Request,
+    services: ServicesDep,
+    call: ChatCall,
+    body: Annotated[GenerateRequest, Depends(JsonBody(GenerateRequest))],
+) -> GenerateResponse:
+    chat_body = validate_body(ChatCompletionRequest, body.chat_payload(services.router.model_for(body.task)))
+    answer = await gateway.chat(services, call, request.headers, chat_body, default_context=body.task)
+    assert isinstance(answer, gateway.ChatAnswer)  # chat_payload never streams
+    product = product_response(answer, call)
     return GenerateResponse(**product.model_dump(), task=body.task, mode=services.router.mode)

@@ -42,7 +42,7 @@ async def health() -> dict[str, str]:
 async def ready(services: ServicesDep) -> JSONResponse:
     collector_url = services.settings.otel_collector_health_url
     litellm_problem, roles_problem, store_problem, collector_problem = await asyncio.gather(
-        services.litellm.is_alive(),
+        services.litellm_probe.problem(),
         services.role_source.problem(),
         services.store.problem(),
         _collector_problem(collector_url),

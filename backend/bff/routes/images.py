@@ -7,17 +7,18 @@ import asyncio
 import base64
 import re
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bff.errors import bad_request
 from bff.media.workflows import MAX_PROMPT_CHARS, MIN_SIDE, ImageOptions
-from bff.routes.body import read_json_object, validate_body
-from bff.routes.media import image_url, require_images, resolve_params
-from bff.services import PrincipalDep, RecordDep, ServicesDep
+from bff.pipeline.bodies import JsonBody, documented
+from bff.pipeline.operations import ImagesCall
+from bff.routes.media import image_url, resolve_params
+from bff.services import ServicesDep
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -63,14 +64,18 @@ def _size(size: str | None) -> tuple[int | None, int | None]:
     response_model=ImagesResponse,
     response_model_exclude_none=True,
     summary="Generate images (OpenAI-compatible); `model` names a workflow",
+    **documented(ImageGenerationRequest),
 )
-async def generate_images(request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep) -> JSONResponse:
-    require_images(services, principal, record, paid=True)
-    body = validate_body(ImageGenerationRequest, await read_json_object(request, services.settings.max_request_bytes))
+async def generate_images(
+    request: Request,
+    services: ServicesDep,
+    call: ImagesCall,
+    body: Annotated[ImageGenerationRequest, Depends(JsonBody(ImageGenerationRequest))],
+) -> JSONResponse:
     workflow = services.images.workflow(body.model)
     width, height = _size(body.size)
     params = resolve_params(workflow, ImageOptions(prompt=body.prompt, width=width, height=height, batch_size=body.n), OPENAI_FIELDS)
-    job = await services.images.start(principal, record, workflow, params, detach_span=False)
+    job = await services.images.start(call, workflow, params, detach_span=False)
     await job.done.wait()
     if job.error is not None:
         raise job.error.api_error()

@@ -9,21 +9,19 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from bff.errors import bad_request, not_found
-from bff.identity.principal import Principal
 from bff.media.jobs import Job, JobError, JobEvent, JobState, JobStatus, Progress
 from bff.media.storage import JOB_ID_PATTERN, MAX_IMAGES_PER_JOB
 from bff.media.workflows import ImageOptions, ImageParams, ParameterError, Workflow
-from bff.policy.model import Permission
+from bff.pipeline.bodies import JsonBody, documented
+from bff.pipeline.operations import ImageJobsCall, ImagesCall
+from bff.pipeline.stream_relay import PassThroughStream
 from bff.policy.routing import TASK_NAME
-from bff.request_context import RequestRecord
-from bff.routes.body import read_json_object, validate_body
-from bff.services import PrincipalDep, RecordDep, Services, ServicesDep
-from bff.upstream.chat import PassThroughStream
+from bff.services import ServicesDep
 
 router = APIRouter(prefix="/api/media", tags=["media"])
 
@@ -62,12 +60,6 @@ class JobView(BaseModel):
     finished_at: datetime | None
 
 
-def require_images(services: Services, principal: Principal, record: RequestRecord, paid: bool = False) -> None:
-    services.access.require(principal, Permission.images)
-    if paid:
-        services.budgets.enforce(record.budget)
-
-
 def image_url(request: Request, job_id: str, index: int) -> str:
     return f"{str(request.base_url).rstrip('/')}{router.prefix}/images/{job_id}/{index}"
 
@@ -86,21 +78,28 @@ def resolve_params(workflow: Workflow, options: ImageOptions, field_names: dict[
         raise bad_request(f"invalid field '{field}': {exc.message}") from None
 
 
-@router.post("/image/generate", status_code=202, response_model=JobAccepted, summary="Start an image job")
-async def generate_image(request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep) -> JSONResponse:
-    require_images(services, principal, record, paid=True)
-    body = validate_body(GenerateImageRequest, await read_json_object(request, services.settings.max_request_bytes))
+@router.post(
+    "/image/generate",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Start an image job",
+    **documented(GenerateImageRequest),
+)
+async def generate_image(
+    services: ServicesDep,
+    call: ImagesCall,
+    body: Annotated[GenerateImageRequest, Depends(JsonBody(GenerateImageRequest))],
+) -> JSONResponse:
     workflow = services.images.workflow(body.workflow or services.router.workflow_for(body.task or ""))
     params = resolve_params(workflow, body)
-    record.context = body.task
-    job = await services.images.start(principal, record, workflow, params, detach_span=True)
+    call.context = body.task
+    job = await services.images.start(call, workflow, params, detach_span=True)
     return JSONResponse(JobAccepted(job_id=job.id, status=job.status).model_dump(mode="json"), status_code=202)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="An image job's status, progress and image URLs")
-async def get_job(job_id: JobId, request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep) -> JobView:
-    require_images(services, principal, record)
-    return job_view(request, services.images.registry.visible(job_id, principal).state())
+async def get_job(job_id: JobId, request: Request, services: ServicesDep, call: ImageJobsCall) -> JobView:
+    return job_view(request, services.images.registry.visible(job_id, call.caller).state())
 
 
 def _sse(request: Request, event: JobEvent) -> bytes:
@@ -113,11 +112,8 @@ def _sse(request: Request, event: JobEvent) -> bytes:
     summary="An image job's state changes and progress as server-sent events, ending with an `end` event",
     response_class=PassThroughStream,
 )
-async def job_events(
-    job_id: JobId, request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep
-) -> PassThroughStream:
-    require_images(services, principal, record)
-    job: Job = services.images.registry.visible(job_id, principal)
+async def job_events(job_id: JobId, request: Request, services: ServicesDep, call: ImageJobsCall) -> PassThroughStream:
+    job: Job = services.images.registry.visible(job_id, call.caller)
 
     async def events() -> AsyncIterator[bytes]:
         async for event in services.images.registry.listen(job):
@@ -134,11 +130,8 @@ async def job_events(
     responses={200: {"content": {"image/png": {}}}},
     summary="A finished image (PNG)",
 )
-async def get_image(
-    job_id: JobId, index: ImageIndex, services: ServicesDep, principal: PrincipalDep, record: RecordDep
-) -> FileResponse:
-    require_images(services, principal, record)
-    job = services.images.registry.visible(job_id, principal)
+async def get_image(job_id: JobId, index: ImageIndex, services: ServicesDep, call: ImageJobsCall) -> FileResponse:
+    job = services.images.registry.visible(job_id, call.caller)
     path = services.images.store.image_path(job.id, index) if index < job.images else None
     if path is None:
         raise not_found("no such image", "image_not_found")

@@ -4,16 +4,16 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from bff.errors import ApiError, bad_request
-from bff.policy.model import Permission
-from bff.routes.body import read_json_object, validate_body
-from bff.services import PrincipalDep, RecordDep, ServicesDep
-from bff.upstream.chat import PassThroughStream
+from bff.pipeline.bodies import JsonBody
+from bff.pipeline.operations import ModelsManageCall, ModelsReadCall
+from bff.pipeline.stream_relay import PassThroughStream
+from bff.services import ServicesDep
 from bff.upstream.errors import stream_error_event
 from bff.upstream.ollama import MODEL_NAME_RULE, ModelName, PullProgress, is_model_name
 
@@ -74,14 +74,12 @@ def _sse(item: PullProgress | ApiError) -> bytes:
 
 
 @router.get("/models", response_model=InstalledModels, summary="Models installed on the Ollama server")
-async def installed_models(services: ServicesDep, principal: PrincipalDep) -> InstalledModels:
-    services.access.require(principal, Permission.chat)
+async def installed_models(services: ServicesDep, _: ModelsReadCall) -> InstalledModels:
     return await services.ollama.get("/api/tags", InstalledModels)
 
 
 @router.get("/running", response_model=RunningModels, summary="Models the Ollama server has loaded")
-async def running_models(services: ServicesDep, principal: PrincipalDep) -> RunningModels:
-    services.access.require(principal, Permission.chat)
+async def running_models(services: ServicesDep, _: ModelsReadCall) -> RunningModels:
     return await services.ollama.get("/api/ps", RunningModels)
 
 
@@ -94,17 +92,16 @@ async def running_models(services: ServicesDep, principal: PrincipalDep) -> Runn
         "requestBody": {"required": True, "content": {"application/json": {"schema": PullRequest.model_json_schema()}}}
     },
 )
-async def pull_model(request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep) -> Response:
-    services.access.require(principal, Permission.models_manage)
-    payload = await read_json_object(request, services.settings.max_request_bytes)
-    body = validate_body(PullRequest, payload)
-    record.model, record.stream = body.model, True
+async def pull_model(
+    services: ServicesDep, call: ModelsManageCall, body: Annotated[PullRequest, Depends(JsonBody(PullRequest))]
+) -> Response:
+    call.model, call.stream = body.model, True
     upstream = await services.ollama.open_pull(body.model)  # errors before the first event are plain JSON errors
 
     async def events() -> AsyncIterator[bytes]:
         async for item in services.ollama.pull_progress(upstream):
             if isinstance(item, ApiError):
-                record.error_type = item.code
+                call.error_type = item.code
             yield _sse(item)
 
     return PassThroughStream(
@@ -116,13 +113,10 @@ async def pull_model(request: Request, services: ServicesDep, principal: Princip
 
 
 @router.delete("/models/{name:path}", response_model=DeleteResponse, summary="Delete a model from Ollama")
-async def delete_model(
-    name: str, request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep
-) -> DeleteResponse:
-    services.access.require(principal, Permission.models_manage)
+async def delete_model(name: str, request: Request, services: ServicesDep, call: ModelsManageCall) -> DeleteResponse:
     # A `path` parameter stops before a trailing newline, so the received path must end with exactly the name.
     if not is_model_name(name) or not request.scope["path"].endswith("/" + name):
         raise bad_request(f"invalid field 'name': must be {MODEL_NAME_RULE}")
-    record.model = name
+    call.model = name
     await services.ollama.delete(name)
     return DeleteResponse(model=name)

@@ -1,17 +1,20 @@
 """POST /api/chat/completions: the chat call in the product's own response shape."""
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from bff.errors import bad_request
-from bff.request_context import RequestRecord
-from bff.routes.openai_compat import prepare_chat
-from bff.services import PrincipalDep, RecordDep, ServicesDep
-from bff.upstream import chat
+from bff.pipeline import gateway
+from bff.pipeline.accounting import Usage
+from bff.pipeline.bodies import JsonBody, documented
+from bff.pipeline.call import Call
+from bff.pipeline.chat_body import ChatCompletionRequest
+from bff.pipeline.operations import ChatCall
+from bff.services import ServicesDep
 
 router = APIRouter(prefix="/api", tags=["product"])
 
@@ -23,13 +26,19 @@ class Cost(BaseModel):
     currency: Literal["USD"] = "USD"
 
 
+class TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
 class ProductChatResponse(BaseModel):
     id: str
     model: str = Field(description="the model group that actually answered (after any fallback)")
     requested_model: str
     provider: str | None
     content: str | None
-    usage: chat.Usage
+    usage: TokenUsage
     cost: Cost
     fallbacks: int = Field(description="fallbacks LiteLLM attempted before answering")
     created_at: datetime
@@ -49,33 +58,41 @@ def _content(answer: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) or content is None else str(content)
 
 
-def product_response(upstream: httpx.Response, answer: dict[str, Any], record: RequestRecord) -> ProductChatResponse:
-    """Built from what the chat path recorded (served group, provider, fallbacks, cost)."""
-    headers = upstream.headers
+def product_response(done: gateway.ChatAnswer, call: Call) -> ProductChatResponse:
+    """Built from what the pipeline recorded (served group, provider, fallbacks, cost)."""
+    headers, answer = done.upstream.headers, done.answer
+    usage = Usage.model_validate(answer.get("usage") or {})
     return ProductChatResponse(
         id=str(answer.get("id", "")),
-        model=record.model_group or record.model or "",
-        requested_model=record.model or "",
-        provider=record.provider,
+        model=call.model_group or call.model or "",
+        requested_model=call.model or "",
+        provider=call.provider,
         content=_content(answer),
-        usage=chat.Usage.model_validate(answer.get("usage") or {}),
+        usage=TokenUsage(**usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"})),
         cost=Cost(
             input_cost=_float_header(headers, "x-litellm-response-cost-input"),
             output_cost=_float_header(headers, "x-litellm-response-cost-output"),
-            total_cost=float(record.cost_usd or 0),
+            total_cost=float(call.cost_usd or 0),
         ),
-        fallbacks=record.fallbacks or 0,
+        fallbacks=call.fallbacks or 0,
         created_at=datetime.fromtimestamp(int(answer.get("created") or 0) or datetime.now(UTC).timestamp(), UTC),
     )
 
 
-@router.post("/chat/completions", response_model=ProductChatResponse, summary="Chat in the product's response shape")
+@router.post(
+    "/chat/completions",
+    response_model=ProductChatResponse,
+    summary="Chat in the product's response shape",
+    **documented(ChatCompletionRequest),
+)
 async def product_chat(
-    request: Request, services: ServicesDep, principal: PrincipalDep, record: RecordDep
+    request: Request,
+    services: ServicesDep,
+    call: ChatCall,
+    body: Annotated[ChatCompletionRequest, Depends(JsonBody(ChatCompletionRequest))],
 ) -> ProductChatResponse:
-    payload, parsed, _, catalog = await prepare_chat(request, services, principal, record)
-    if parsed.stream:
+    if body.stream:
         raise bad_request("invalid field 'stream': this route answers in one piece; stream with /v1/chat/completions")
-    body = chat.upstream_body(payload, principal, stream=False)
-    upstream, answer = await chat.complete(services.litellm, body, chat.upstream_headers(request, record), record, catalog)
-    return product_response(upstream, answer, record)
+    answer = await gateway.chat(services, call, request.headers, body)
+    assert isinstance(answer, gateway.ChatAnswer)  # not a stream: checked above
+    return product_response(answer, call)

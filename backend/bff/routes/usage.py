@@ -10,7 +10,8 @@ from bff.clickhouse import StoreUnavailable
 from bff.errors import forbidden, not_found, unavailable
 from bff.policy.budgets import plain_decimal
 from bff.policy.model import Permission
-from bff.services import PrincipalDep, Services, ServicesDep
+from bff.pipeline.operations import CallerCall
+from bff.services import Services, ServicesDep
 from bff.usage import queries
 from bff.usage.models import (
     BreakdownResponse,
@@ -35,7 +36,7 @@ RequestId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._\-]{1,64}$", description=
 
 def usage_query(
     services: ServicesDep,
-    principal: PrincipalDep,
+    call: CallerCall,
     from_: Annotated[datetime | None, Query(alias="from", description="start (ISO 8601); default: 7 days before 'to'")] = None,
     to: Annotated[datetime | None, Query(description="end (ISO 8601, exclusive); default: now")] = None,
     model: Text = None,
@@ -45,6 +46,7 @@ def usage_query(
     status: Annotated[str | None, Query(max_length=5, description="'ok', 'error' or an HTTP status")] = None,
 ) -> queries.UsageQuery:
     """The caller's filters, with the user filter forced to the caller unless they may read everyone's usage."""
+    principal = call.caller
     if principal.is_service_only:
         raise forbidden("a service key without a forwarded user cannot read usage", "user_identity_required")
     if not services.access.has(principal, Permission.usage_all):
@@ -152,7 +154,8 @@ async def request_trace(services: ServicesDep, query: QueryDep, request_id: Requ
 
 
 @router.get("/budget", response_model=BudgetResponse, summary="The caller's budget: limit, spend and reset per period")
-async def budget(services: ServicesDep, principal: PrincipalDep) -> BudgetResponse:
+async def budget(services: ServicesDep, call: CallerCall) -> BudgetResponse:
+    principal = call.caller
     if principal.is_service_only or principal.user_id is None:
         raise forbidden("a service key without a forwarded user has no budget", "user_identity_required")
     services.access.require(principal, Permission.usage_own)

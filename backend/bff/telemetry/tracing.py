@@ -1,7 +1,7 @@
 """The tracer provider of one BFF process and the one span of each gateway request."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -20,29 +20,10 @@ from bff.telemetry.clickhouse_exporter import ClickHouseSpanExporter, ExportStat
 log = logging.getLogger("bff.telemetry")
 
 SCOPE = "llm_bff"
-# Paths whose requests are gateway operations: each gets exactly one span, refused ones too.
-GATEWAY_OPERATIONS = {
-    "/v1/chat/completions": "chat",
-    "/api/chat/completions": "chat",
-    "/api/llm/generate": "chat",
-    "/api/ollama/models": "models",
-    "/api/ollama/running": "models",
-    "/api/ollama/pull": "models",
-    "/v1/images/generations": "images",
-    "/api/media/image/generate": "images",  # job status, events and image downloads are not gateway operations
-}
-# Checked in order after the exact paths, for routes with path parameters (DELETE /api/ollama/models/{name}).
-GATEWAY_OPERATION_PREFIXES = (("/api/ollama/models/", "models"),)  # DELETE /api/ollama/models/{name}
 _PROPAGATOR = TraceContextTextMapPropagator()
 BATCH_QUEUE_MIN = 8192  # the SDK's queue in front of the exporter, which keeps its own bounded buffer
 # ClickHouse wants few large inserts: a 512-span insert costs ~87 ms, 100k spans ~1.5 s (scripts/bench_usage.py).
 EXPORT_BATCH_MAX = 4096
-
-
-def gateway_operation(path: str) -> str | None:
-    if path in GATEWAY_OPERATIONS:
-        return GATEWAY_OPERATIONS[path]
-    return next((operation for prefix, operation in GATEWAY_OPERATION_PREFIXES if path.startswith(prefix)), None)
 
 
 class Telemetry:
@@ -67,15 +48,14 @@ class Telemetry:
         )
         self._tracer = self.provider.get_tracer(SCOPE, "0.1.0")
 
-    def start(self, path: str, headers: dict[str, str]) -> Span | None:
-        operation = gateway_operation(path)
-        if operation is None:
-            return None
+    def start(self, operation: str, route: str, headers: Mapping[str, str], start_time_ns: int) -> Span:
+        """The span of one gateway operation; `route` is the path template (no prefix, no ids)."""
         span = self._tracer.start_span(
             f"gateway {operation}",
             context=extract(headers),  # join the caller's trace when it sends traceparent
             kind=SpanKind.SERVER,
-            attributes={attr.OPERATION: operation, attr.OPERATION_NAME: operation, attr.ROUTE: path},
+            attributes={attr.OPERATION: operation, attr.OPERATION_NAME: operation, attr.ROUTE: route},
+            start_time=start_time_ns,
         )
         assert isinstance(span, Span)
         return span

@@ -10,11 +10,14 @@ policy judges an alias exactly like the group it points to.
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 from pydantic import BaseModel, Field
 
-from bff.errors import ApiError, unavailable
+from bff.errors import unavailable
 from bff.upstream.litellm import LiteLLMClient
 
 log = logging.getLogger("bff.catalog")
@@ -38,18 +41,39 @@ class ModelEntry(BaseModel):
         return None if per_token is None else round(per_token * PER_MILLION, 6)
 
 
+FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+ANY_GROUP = "*"  # LiteLLM's generic chain, for groups without their own
+
+
+def parse_chains(value: Any) -> dict[str, list[str]]:
+    """LiteLLM's `[{group: [targets]}]` router setting as group -> targets."""
+    chains: dict[str, list[str]] = {}
+    for item in value if isinstance(value, list) else ():
+        if isinstance(item, dict):
+            for group, targets in item.items():
+                if isinstance(targets, list):
+                    chains[str(group)] = [str(target) for target in targets]
+    return chains
+
+
 class Catalog(BaseModel):
     models: dict[str, ModelEntry]
-    provider_by_deployment: dict[str, str]
-    prices_by_deployment: dict[str, tuple[float | None, float | None]] = Field(
-        default_factory=dict, description="USD per input and per output token, by LiteLLM deployment id"
+    fallbacks: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict, description="LiteLLM's configured chains: kind (FALLBACK_KINDS) -> group -> targets"
     )
+    provider_by_deployment: dict[str, str]
 
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
 
+    def chain(self, kind: str, group: str) -> list[str]:
+        chains = self.fallbacks.get(kind, {})
+        return chains.get(group, chains.get(ANY_GROUP, []))
 
-def build_catalog(model_info: list[dict[str, Any]], openai_models: list[dict[str, Any]]) -> Catalog:
+
+def build_catalog(
+    model_info: list[dict[str, Any]], openai_models: list[dict[str, Any]], router_settings: dict[str, Any] | None = None
+) -> Catalog:
     group_of_deployment: dict[str, str] = {}
     by_name: dict[str, list[dict[str, Any]]] = {}
     for item in model_info:
@@ -64,15 +88,12 @@ def build_catalog(model_info: list[dict[str, Any]], openai_models: list[dict[str
     objects = {obj.get("id"): obj for obj in openai_models}
     models: dict[str, ModelEntry] = {}
     providers: dict[str, str] = {}
-    prices: dict[str, tuple[float | None, float | None]] = {}
     for name, infos in by_name.items():
         first = infos[0]
         ids = [info["id"] for info in infos if info.get("id")]
         for info in infos:
-            if info.get("id"):
-                prices[info["id"]] = (info.get("input_cost_per_token"), info.get("output_cost_per_token"))
-                if info.get("litellm_provider"):
-                    providers[info["id"]] = info["litellm_provider"]
+            if info.get("id") and info.get("litellm_provider"):
+                providers[info["id"]] = info["litellm_provider"]
         models[name] = ModelEntry(
             name=name,
             group=group_of_deployment.get(ids[0], name) if ids else name,
@@ -85,15 +106,18 @@ def build_catalog(model_info: list[dict[str, Any]], openai_models: list[dict[str
             deployment_ids=ids,
             openai_object=objects.get(name) or {"id": name, "object": "model", "created": 0, "owned_by": "litellm"},
         )
-    return Catalog(models=models, provider_by_deployment=providers, prices_by_deployment=prices)
+    settings = router_settings or {}
+    fallbacks = {kind: parse_chains(settings.get(kind)) for kind in FALLBACK_KINDS}
+    return Catalog(models=models, fallbacks=fallbacks, provider_by_deployment=providers)
 
 
 class CatalogCache:
     """Refreshes from LiteLLM at most once per TTL, one refresh at a time."""
 
-    def __init__(self, client: LiteLLMClient, ttl_seconds: float):
+    def __init__(self, client: LiteLLMClient, ttl_seconds: float, on_load: Callable[[Catalog], None] | None = None):
         self._client = client
         self._ttl = ttl_seconds
+        self._on_load = on_load
         self._catalog: Catalog | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
@@ -105,12 +129,19 @@ class CatalogCache:
             if self._catalog is not None and time.monotonic() - self._fetched_at < self._ttl:
                 return self._catalog
             try:
-                info, listing = await asyncio.gather(self._client.get_json("/model/info"), self._client.get_json("/v1/models"))
-                self._catalog = build_catalog(info.get("data", []), listing.get("data", []))
+                info, listing, router = await asyncio.gather(
+                    self._client.get_json("/model/info"),
+                    self._client.get_json("/v1/models"),
+                    self._client.get_json("/router/settings"),  # the fallback chains LiteLLM runs with
+                )
+                self._catalog = build_catalog(info.get("data", []), listing.get("data", []), router.get("current_values"))
                 self._fetched_at = time.monotonic()
-            except ApiError as exc:
+                if self._on_load is not None:
+                    self._on_load(self._catalog)
+            except (httpx.HTTPError, ValueError, AttributeError) as exc:
                 if self._catalog is None:
-                    raise unavailable("the model catalog is unavailable: LiteLLM did not answer", "catalog_unavailable") from exc
-                log.warning("catalog refresh failed (%s); serving the previous catalog", exc.code)
+                    log.warning("catalog load failed: %s", type(exc).__name__)
+                    raise unavailable("the model catalog is unavailable: LiteLLM did not answer", "catalog_unavailable") from None
+                log.warning("catalog refresh failed (%s); serving the previous catalog", type(exc).__name__)
                 self._fetched_at = time.monotonic() - self._ttl / 2  # retry soon, not on every request
             return self._catalog

@@ -112,6 +112,7 @@ def rejection_message(body: Any) -> str:
 
 
 COMFYUI = Upstream(
+    name="ComfyUI",
     unreachable="the image service (ComfyUI) is unreachable",
     unreachable_code="comfyui_unavailable",
     timed_out="the image service (ComfyUI) timed out",

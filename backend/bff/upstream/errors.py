@@ -5,8 +5,10 @@ are cut short: callers learn why, never where or with which credentials.
 """
 
 import json
+import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -25,6 +27,10 @@ _SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key\S*)", re.
 # LiteLLM prefixes provider messages with exception class names and appends its own notes.
 _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
 _MAX_MESSAGE = 300
+# LiteLLM passes a provider's Retry-After on under this name (1.106).
+PROVIDER_RETRY_AFTER = "llm_provider-retry-after"
+
+log = logging.getLogger("bff.upstream")
 
 
 def _clean(message: str) -> str:
@@ -34,19 +40,32 @@ def _clean(message: str) -> str:
     return message[:_MAX_MESSAGE]
 
 
+def _message_of(error: Any) -> str:
+    message = error.get("message") if isinstance(error, dict) else error
+    return _clean(str(message or ""))
+
+
 def _upstream_message(body: bytes) -> str:
     try:
-        error = json.loads(body).get("error", {})
-        message = error.get("message") if isinstance(error, dict) else str(error)
-    except (ValueError, AttributeError):
+        return _message_of(json.loads(body).get("error", {}))
+    except (ValueError, AttributeError, RecursionError):
         return ""
-    return _clean(str(message or ""))
+
+
+def _retry_after(headers: httpx.Headers) -> str | None:
+    value = headers.get("retry-after") or headers.get(PROVIDER_RETRY_AFTER)
+    if value is None:
+        return None
+    try:
+        return str(max(1, round(float(value))))
+    except ValueError:
+        return None
 
 
 def error_from_status(status: int, body: bytes, headers: httpx.Headers) -> ApiError:
     detail = _upstream_message(body)
     if status == 429:
-        return rate_limited("the model provider's rate limit was reached; retry later", headers.get("retry-after"))
+        return rate_limited("the model provider's rate limit was reached; retry later", _retry_after(headers))
     if status in (408, 504):
         return gateway_timeout()
     if status == 404:
@@ -54,13 +73,27 @@ def error_from_status(status: int, body: bytes, headers: httpx.Headers) -> ApiEr
     if status in (400, 422):
         return bad_request(detail or "the model service rejected the request", "upstream_rejected")
     # 401/403 mean the gateway's own upstream credentials are wrong; 5xx is an upstream fault.
+    log.warning("LiteLLM answered %s; answering 502 (%s)", status, detail[:120] or "no message")
     return bad_gateway()
+
+
+def error_from_stream_event(error: Any) -> ApiError:
+    """A `data: {"error": ...}` event LiteLLM sends when the provider fails mid-stream."""
+    code = str(error.get("code", "")) if isinstance(error, dict) else ""
+    status = int(code) if code.isdigit() and 400 <= int(code) <= 599 else 502
+    if status == 429:
+        return rate_limited("the model provider's rate limit was reached; retry later")
+    if status in (408, 504):
+        return gateway_timeout()
+    log.warning("LiteLLM stream failed mid-way (code %s)", code or "none")
+    return bad_gateway("the model provider failed while answering")
 
 
 @dataclass(frozen=True)
 class Upstream:
     """How one upstream service's transport failures read to callers (never its address)."""
 
+    name: str
     unreachable: str
     unreachable_code: str
     timed_out: str
@@ -71,10 +104,12 @@ class Upstream:
             return unavailable(self.unreachable, self.unreachable_code)
         if isinstance(exc, httpx.TimeoutException):
             return gateway_timeout(timed_out or self.timed_out)
+        log.warning("%s transport failed (%s); answering 502", self.name, type(exc).__name__)
         return bad_gateway(self.failed)
 
 
 LITELLM = Upstream(
+    name="LiteLLM",
     unreachable="the model service (LiteLLM) is unreachable",
     unreachable_code="upstream_unavailable",
     timed_out="the upstream model service timed out",

@@ -1,14 +1,24 @@
-"""One pooled async HTTP client to the LiteLLM proxy."""
+"""One pooled async HTTP client to the LiteLLM proxy: pure I/O, any status returned.
 
+Idle pooled connections expire before LiteLLM's server closes them (its uvicorn
+keep-alive is 5 s), and a request whose pooled connection was closed under it before
+any answer byte is sent once more on a new connection: LiteLLM never saw it.
+"""
+
+import logging
 from typing import Any
 
 import httpx
 
-from bff.errors import bad_gateway
 from bff.settings import Settings
-from bff.upstream.errors import error_from_status, error_from_transport, read_and_close
+
+log = logging.getLogger("bff.upstream")
 
 CHAT_PATH = "/v1/chat/completions"
+TOKEN_COUNTER_PATH = "/utils/token_counter"  # {model, messages | prompt} -> {total_tokens}
+COST_ESTIMATE_PATH = "/cost/estimate"  # {model, input_tokens, output_tokens} -> {cost_per_request}
+# Raised by httpx when the server closed the connection before answering (a stale keep-alive).
+STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class LiteLLMClient:
@@ -21,49 +31,45 @@ class LiteLLMClient:
                 "Accept-Encoding": "identity",
             },
             timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            limits=httpx.Limits(
+                max_connections=512,
+                max_keepalive_connections=128,
+                keepalive_expiry=settings.litellm_pool_keepalive_seconds,
+            ),
         )
 
+    async def post(self, path: str, body: bytes, headers: dict[str, str], stream: bool = False) -> httpx.Response:
+        """LiteLLM's answer, whatever its status. With `stream` the caller reads and closes it."""
+        response = await self._send(self._http.build_request("POST", path, content=body, headers=headers))
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+
+    async def get(self, path: str, timeout: float | None = None) -> httpx.Response:
+        request = self._http.build_request("GET", path, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        response = await self._send(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Sends; only the phase before the first answer byte is retried, once."""
+        try:
+            return await self._http.send(request, stream=True)
+        except STALE_CONNECTION as exc:
+            log.info("LiteLLM closed a connection before answering (%s); sending once more", type(exc).__name__)
+        return await self._http.send(request, stream=True)
+
     async def get_json(self, path: str) -> Any:
-        try:
-            response = await self._http.get(path)
-        except httpx.HTTPError as exc:
-            raise error_from_transport(exc) from None
-        if response.status_code != 200:
-            raise error_from_status(response.status_code, response.content, response.headers)
-        try:
-            return response.json()
-        except ValueError:
-            raise bad_gateway() from None
-
-    async def chat(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """Non-streaming call; returns only a 200 answer, raises ApiError otherwise."""
-        try:
-            response = await self._http.post(CHAT_PATH, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise error_from_transport(exc) from None
-        if response.status_code != 200:
-            raise error_from_status(response.status_code, response.content, response.headers)
-        return response
-
-    async def open_chat_stream(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """Streaming call: the caller iterates the 200 answer and must close it."""
-        request = self._http.build_request("POST", CHAT_PATH, content=body, headers=headers)
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise error_from_transport(exc) from None
-        if response.status_code != 200:
-            raise error_from_status(response.status_code, await read_and_close(response), response.headers)
-        return response
-
-    async def is_alive(self) -> str | None:
-        """None when LiteLLM answers its liveness probe, else what went wrong."""
-        try:
-            response = await self._http.get("/health/liveliness", timeout=3.0)
-        except httpx.HTTPError as exc:
-            return f"unreachable ({type(exc).__name__})"
-        return None if response.status_code == 200 else f"liveliness answered {response.status_code}"
+        """A 200 JSON answer; raises httpx.HTTPError or ValueError otherwise."""
+        response = await self.get(path)
+        response.raise_for_status()
+        return response.json()
 
     async def aclose(self) -> None:
         await self._http.aclose()

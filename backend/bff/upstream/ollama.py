@@ -57,7 +57,7 @@ class PullProgress(BaseModel):
     completed: int | None = None
 
 
-OLLAMA = Upstream(unreachable=UNREACHABLE, unreachable_code="ollama_unavailable", timed_out=TIMED_OUT, failed=INVALID_ANSWER)
+OLLAMA = Upstream(name="Ollama", unreachable=UNREACHABLE, unreachable_code="ollama_unavailable", timed_out=TIMED_OUT, failed=INVALID_ANSWER)
 
 
 class OllamaClient:

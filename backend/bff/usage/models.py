@@ -22,6 +22,7 @@ class Dimension(StrEnum):
     context = "context"
     status = "status"
     session = "session"
+    outcome = "outcome"
 
 
 class Percentiles(BaseModel):
@@ -129,6 +130,8 @@ class RequestDetail(SessionRequest):
     retries: int
     fallbacks: int
     error_type: str
+    outcome: str = Field(description="completed, refused, upstream_failed or client_disconnected")
+    cost_estimated: bool = Field(description="true: a stream cut before LiteLLM's usage, charged an estimate")
 
 
 class TraceSpan(BaseModel):

@@ -49,15 +49,23 @@ _SHARED_DIMENSIONS = {
     Dimension.context: "Context",
 }
 
+# An error answer, or a stream that failed after it started with 200 (as the daily rollup counts).
+_FAILED = "(HttpStatus >= 400 OR Outcome = 'upstream_failed')"
+
 _TYPED = SourceSql(
     table="otel.gateway_requests",
     time="Timestamp",
     metrics=(
-        "count() AS requests, countIf(HttpStatus >= 400) AS errors, sum(InputTokens) AS input_tokens, "
+        f"count() AS requests, countIf({_FAILED}) AS errors, sum(InputTokens) AS input_tokens, "
         "sum(OutputTokens) AS output_tokens, sum(CostUsd) AS cost_usd, sum(Fallbacks) AS fallbacks, "
         "quantiles(0.5, 0.95, 0.99)(LatencyMs) AS latency, quantiles(0.5, 0.95, 0.99)(TtftMs) AS ttft"
     ),
-    dimensions={**_SHARED_DIMENSIONS, Dimension.status: "toString(HttpStatus)", Dimension.session: "SessionId"},
+    dimensions={
+        **_SHARED_DIMENSIONS,
+        Dimension.status: "toString(HttpStatus)",
+        Dimension.session: "SessionId",
+        Dimension.outcome: "Outcome",
+    },
     buckets={
         Bucket.hour: "toStartOfHour(Timestamp)",
         Bucket.day: "toDateTime(toStartOfDay(Timestamp))",
@@ -142,9 +150,9 @@ class UsageQuery:
                 clauses.append(f"{column} = {{{name}:String}}")
                 params[name] = value
         if self.status == "ok":
-            clauses.append("HttpStatus < 400")
+            clauses.append(f"NOT {_FAILED}")
         elif self.status == "error":
-            clauses.append("HttpStatus >= 400")
+            clauses.append(_FAILED)
         elif self.status is not None:
             clauses.append("HttpStatus = {status:UInt16}")
             params["status"] = int(self.status)
@@ -254,6 +262,7 @@ def request_sql(query: UsageQuery, request_id: str) -> tuple[str, dict[str, Any]
         "Operation AS operation, Route AS route, SessionId AS session_id, Context AS context, HttpStatus AS status, "
         "ErrorType AS error_type, Stream AS stream, InputTokens AS input_tokens, OutputTokens AS output_tokens, "
         "TotalTokens AS total_tokens, CostUsd AS cost_usd, LatencyMs AS latency_ms, TtftMs AS ttft_ms, "
+        "Outcome AS outcome, CostEstimated AS cost_estimated, "
         f"Retries AS retries, Fallbacks AS fallbacks FROM {_TYPED.table} "
         f"WHERE {where} AND RequestId = {{request_id:String}} ORDER BY Timestamp LIMIT 1"
     )

@@ -1,0 +1,59 @@
+"""Step 1 of every route: who calls, and may they do this operation now.
+
+Routes declare what they are, as a dependency:
+
+    CHAT = Operation("chat", Permission.chat, paid=True)
+    async def route(call: Annotated[Call, Depends(CHAT)]) -> ...
+
+An Operation with a name is a gateway operation: it starts the request's one span
+(ended by the middleware when the response is sent), named by the operation and the
+route's path template, so a refused request is recorded too. Then it authenticates,
+records who called (before the role is judged, so refusals of pending users carry
+their id), checks the role and the permission and, for paid operations, the budget.
+"""
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from bff.identity.principal import Principal
+from bff.pipeline.call import Call
+from bff.policy.model import Permission
+from bff.services import Services
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str | None  # None: not a gateway operation (no span), e.g. reading usage
+    permission: Permission | None = None  # None: any authenticated caller, the route decides
+    paid: bool = False  # refused once the caller's budget is used up
+
+    async def __call__(self, request: Request) -> Call:
+        services: Services = request.app.state.services
+        call: Call = request.state.call
+        if self.name is not None and call.span is None:
+            route = getattr(request.scope.get("route"), "path", request.scope["path"])
+            call.operation = self.name
+            call.span = services.telemetry.start(self.name, route, request.headers, call.started_ns)
+        principal = await admit(services, request, call)
+        if self.permission is not None:
+            services.access.require(principal, self.permission)
+        if self.paid:
+            services.budgets.enforce(call.budget)
+        return call
+
+
+async def admit(services: Services, request: Request, call: Call) -> Principal:
+    """Authenticates and records the caller; their budget state rides on every answer as headers."""
+    if call.principal is not None:
+        return call.principal
+    identity = await services.authenticator.identify(request)
+    call.user_id, call.role, call.auth_method = identity.user_id, identity.role, identity.auth.value
+    call.session_id = identity.chat_id
+    principal = identity.principal()  # refuses pending and unknown roles
+    call.admit(principal)
+    call.budget = await services.budgets.status(principal)
+    if call.budget is not None:
+        call.response_headers.update(call.budget.headers())
+    return principal
+

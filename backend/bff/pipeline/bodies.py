@@ -1,0 +1,100 @@
+"""Step 2: the request body, read within MAX_REQUEST_BYTES and validated into a model.
+
+Routes declare their body as a dependency after their Operation, so a caller is
+authenticated before their body is read:
+
+    ChatBody = Annotated[ChatCompletionRequest, Depends(JsonBody(ChatCompletionRequest))]
+
+and document it with `**documented(ChatCompletionRequest)` in the route decorator
+(the body is read here, not by FastAPI, so the bound and the error shape hold).
+"""
+
+import json
+from typing import Any, Generic, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from bff.errors import ErrorResponse, bad_request, too_large, validation_message
+from bff.services import Services
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class FieldNotAllowed(ValueError):
+    """Raised by a body model's validator for a field the gateway refuses outright."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"invalid field '{name}': {reason}")
+        self.name = name
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    try:
+        payload = json.loads(b"".join(chunks))
+    except RecursionError:
+        raise bad_request("request body is nested too deeply", "invalid_json") from None
+    except ValueError:
+        raise bad_request("request body is not valid JSON", "invalid_json") from None
+    if not isinstance(payload, dict):
+        raise bad_request("request body must be a JSON object", "invalid_json")
+    return payload
+
+
+def validate_body(model: type[ModelT], payload: dict[str, Any]) -> ModelT:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        cause = exc.errors()[0].get("ctx", {}).get("error")
+        if isinstance(cause, FieldNotAllowed):
+            raise bad_request(str(cause), "field_not_allowed") from None
+        raise bad_request(validation_message(exc)) from None
+    except RecursionError:
+        raise bad_request("request body is nested too deeply", "invalid_json") from None
+
+
+class JsonBody(Generic[ModelT]):
+    """A dependency: the route's body as `model`, or 400/413 in the gateway's error shape."""
+
+    def __init__(self, model: type[ModelT]):
+        self.model = model
+
+    async def __call__(self, request: Request) -> ModelT:
+        services: Services = request.app.state.services
+        return validate_body(self.model, await read_json_object(request, services.settings.max_request_bytes))
+
+
+def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:
+    """The schema with its local `$defs` references replaced by their definitions."""
+    if isinstance(schema, dict):
+        reference = schema.get("$ref", "")
+        if reference.startswith("#/$defs/"):
+            return _inlined(definitions[reference.removeprefix("#/$defs/")], definitions)
+        return {key: _inlined(value, definitions) for key, value in schema.items() if key != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(item, definitions) for item in schema]
+    return schema
+
+
+def documented(model: type[BaseModel]) -> dict[str, Any]:
+    """Route decorator arguments that put `model` in the OpenAPI request body."""
+    schema = model.model_json_schema()
+    return {
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _inlined(schema, schema.get("$defs", {}))}},
+            }
+        },
+        "responses": {400: {"model": ErrorResponse, "description": "invalid JSON or body (the message names the field)"}},
+    }
