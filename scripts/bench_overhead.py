@@ -598,8 +598,8 @@ def report(results: dict[str, dict[str, list[Phase]]], args: argparse.Namespace,
     # How much the same path moves from round to round: differences smaller than this are noise.
     spread_p50 = max(p.pct(50) for p in load["litellm"]) - min(p.pct(50) for p in load["litellm"])
     spread_p99 = max(p.pct(99) for p in load["litellm"]) - min(p.pct(99) for p in load["litellm"])
-    pairs_p50 = [pb.pct(50) - pa.pct(50) for pa, pb in zip(load["litellm"], load["bff"])]
-    pairs_p99 = [pb.pct(99) - pa.pct(99) for pa, pb in zip(load["litellm"], load["bff"])]
+    pairs_p50 = [pb.pct(50) - pa.pct(50) for pa, pb in zip(load["litellm"], load["bff"], strict=True)]
+    pairs_p99 = [pb.pct(99) - pa.pct(99) for pa, pb in zip(load["litellm"], load["bff"], strict=True)]
     print(f"\nBFF added latency at concurrency {args.concurrency} (b - a, medians of rounds):")
     print(f"  p50: {added_p50:+.2f} ms   target < {TARGET_P50_MS:.0f} ms   {verdict(added_p50, TARGET_P50_MS)}")
     print(f"  p99: {added_p99:+.2f} ms   target < {TARGET_P99_MS:.0f} ms   {verdict(added_p99, TARGET_P99_MS)}")

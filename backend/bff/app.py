@@ -1,16 +1,18 @@
 """Builds the FastAPI application from Settings."""
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from bff.errors import ErrorResponse, install_error_handlers
+from bff.errors import ApiError, ErrorResponse, install_error_handlers
 from bff.monitoring import pages as monitoring_pages
-from bff.policy.budgets import BUDGET_HEADERS
 from bff.pipeline.context import REQUEST_ID_HEADER, RequestContextMiddleware
+from bff.policy.budgets import BUDGET_HEADERS
 from bff.routes import (
     catalog,
     generate,
@@ -25,18 +27,22 @@ from bff.routes import (
 from bff.services import Services
 from bff.settings import Settings
 
-ERROR_RESPONSES = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 429, 502, 503, 504)
 }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]  # read from the environment
+    settings = settings or Settings()  # read from the environment
     services = Services.build(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.images.start_sweeper()
+        # Load the catalog now, so fallback chains that cross the policy are named at start-up;
+        # LiteLLM still starting is fine: the first call loads it.
+        with contextlib.suppress(ApiError):
+            await services.catalog.get()
         yield
         await services.aclose()
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import anyio
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 log = logging.getLogger("bff.clickhouse")
 
@@ -28,8 +29,16 @@ def _statements(sql: str) -> list[str]:
     return [statement.strip() for statement in without_comments.split(";") if statement.strip()]
 
 
-class StoreUnavailable(Exception):
-    """ClickHouse could not be reached or refused the statement."""
+class StoreError(Exception):
+    """Any failure of a store call."""
+
+
+class StoreUnavailable(StoreError):
+    """ClickHouse could not be reached (an outage: retry later)."""
+
+
+class StoreQueryError(StoreError):
+    """ClickHouse answered, and refused the statement (a bug or an unchecked input, not an outage)."""
 
 
 class ClickHouseStore:
@@ -64,6 +73,12 @@ class ClickHouseStore:
                 return action(self._connected())
             except StoreUnavailable:
                 raise
+            except DatabaseError as exc:
+                if not isinstance(exc, OperationalError):
+                    raise StoreQueryError(str(exc).split("\n")[0][:300]) from exc
+                if not self.embedded:
+                    self._client = None  # reconnect next time
+                raise StoreUnavailable(type(exc).__name__) from exc
             except Exception as exc:
                 if not self.embedded:
                     self._client = None  # reconnect next time
@@ -81,7 +96,7 @@ class ClickHouseStore:
     async def problem(self) -> str | None:
         try:
             await self.run(lambda: self.query("SELECT 1"))
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             return f"unreachable ({exc})"
         return None
 

@@ -23,7 +23,7 @@ class SteadyProbe:
 
     async def problem(self) -> str | None:
         try:
-            answer = await self._litellm.get("/health/liveliness", timeout=self.TIMEOUT_SECONDS)
+            answer = await self._litellm.get("/health/liveliness", timeout_seconds=self.TIMEOUT_SECONDS)
             problem = None if answer.status_code == 200 else f"liveliness answered {answer.status_code}"
         except httpx.HTTPError as exc:
             problem = f"unreachable ({type(exc).__name__})"

@@ -14,8 +14,8 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from bff.errors import ApiError, forbidden, not_found, unavailable
 from bff.monitoring.assets import ASSETS, PACKAGE_DIR
 from bff.monitoring.models import Scope, Viewer
-from bff.policy.model import Permission
 from bff.pipeline.admission import admit
+from bff.policy.model import Permission
 from bff.services import Services
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])

@@ -32,7 +32,7 @@ class Operation:
         services: Services = request.app.state.services
         call: Call = request.state.call
         if self.name is not None and call.span is None:
-            route = getattr(request.scope.get("route"), "path", request.scope["path"])
+            route = str(getattr(request.scope.get("route"), "path", request.scope["path"]))
             call.operation = self.name
             call.span = services.telemetry.start(self.name, route, request.headers, call.started_ns)
         principal = await admit(services, request, call)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from bff.clickhouse import ClickHouseStore, StoreUnavailable
+from bff.clickhouse import ClickHouseStore, StoreError
 from bff.errors import rate_limited
 from bff.identity.principal import Principal, Role
 from bff.policy.model import Budget, Policy
@@ -144,11 +144,14 @@ class BudgetGuard:
         """Refuses a paid call once the binding period's budget is used up."""
         if status is not None and status.exhausted:
             retry_after = max(1, int((status.resets_at - datetime.now(UTC)).total_seconds()))
-            raise rate_limited(
+            error = rate_limited(
                 f"your {status.period} budget of ${status.limit_usd} is used up; it resets at {status.resets_at.isoformat()}",
                 str(retry_after),
                 code="budget_exceeded",
             )
+            # OpenAI's SDKs retry 429s unless told not to; a used-up budget does not come back in seconds.
+            error.headers["x-should-retry"] = "false"
+            raise error
 
     async def _snapshot(self, user_id: str, today: date) -> _Snapshot | None:
         cached = self._snapshots.get(user_id)
@@ -167,7 +170,7 @@ class BudgetGuard:
 
         try:
             snapshot = await self._store.run(query)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             # Chat keeps working while ClickHouse is down: the last snapshot and this process's costs still count.
             log.warning("budget spend unavailable (%s); using the last known spend", exc)
             return cached

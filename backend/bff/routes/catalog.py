@@ -4,8 +4,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from bff.errors import bad_request
-from bff.policy.models import may_use
 from bff.pipeline.operations import CallerCall
+from bff.policy.models import may_use
 from bff.services import ServicesDep
 
 router = APIRouter(prefix="/api", tags=["catalog"])

@@ -1,16 +1,17 @@
 """Usage and cost API over the gateway's spans. Users see their own usage, admins everyone's."""
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from bff.clickhouse import StoreUnavailable
-from bff.errors import forbidden, not_found, unavailable
+from bff.clickhouse import StoreQueryError, StoreUnavailable
+from bff.errors import ApiError, forbidden, not_found, unavailable
+from bff.pipeline.operations import CallerCall
 from bff.policy.budgets import plain_decimal
 from bff.policy.model import Permission
-from bff.pipeline.operations import CallerCall
 from bff.services import Services, ServicesDep
 from bff.usage import queries
 from bff.usage.models import (
@@ -28,6 +29,7 @@ from bff.usage.models import (
     TraceSpan,
 )
 
+log = logging.getLogger("bff.usage")
 router = APIRouter(prefix="/api/usage", tags=["usage"])
 T = TypeVar("T")
 Text = Annotated[str | None, Query(max_length=256)]
@@ -65,6 +67,9 @@ async def _run(services: Services, work: Callable[[], T]) -> T:
         return await services.store.run(work)
     except StoreUnavailable:
         raise unavailable("the usage store (ClickHouse) is unavailable; chat is not affected", "usage_store_unavailable") from None
+    except StoreQueryError as exc:
+        log.error("usage query refused by ClickHouse: %s", exc)  # never sent to the caller
+        raise ApiError(500, "the usage query failed", "internal_error", "usage_query_failed") from None
 
 
 def _fetch(services: Services, sql: str, params: dict[str, Any]) -> Callable[[], list[dict[str, Any]]]:
@@ -162,7 +167,7 @@ async def budget(services: ServicesDep, call: CallerCall) -> BudgetResponse:
     periods = await services.budgets.periods(principal)  # ClickHouse down: the last known spend
     return BudgetResponse(
         user_id=principal.user_id,
-        role=principal.role.value,
+        role=principal.role.value if principal.role else "",
         limited=bool(periods),
         periods=[
             BudgetPeriod(

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
-from bff.clickhouse import ClickHouseStore, StoreUnavailable
+from bff.clickhouse import ClickHouseStore, StoreError
 
 log = logging.getLogger("bff.telemetry")
 
@@ -86,6 +86,7 @@ def _strings(attributes: Any) -> dict[str, str]:
 def span_row(span: ReadableSpan) -> tuple[Any, ...]:
     """One otel_traces row, in COLUMNS order."""
     context = span.get_span_context()
+    assert context is not None  # every SDK span has one
     scope = span.instrumentation_scope
     attributes = _strings(span.attributes)
     if scope is not None and scope.name:
@@ -162,7 +163,7 @@ class ClickHouseSpanExporter(SpanExporter):
             return True
         try:
             self._store.insert_columns(TRACES_TABLE, COLUMNS, list(zip(*batch, strict=True)))
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             with self._lock:
                 self._pending.extendleft(reversed(batch))
                 self._trim()

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-
 from pydantic import BaseModel, Field
 
 from bff.errors import unavailable

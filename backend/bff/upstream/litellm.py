@@ -48,8 +48,9 @@ class LiteLLMClient:
                 await response.aclose()
         return response
 
-    async def get(self, path: str, timeout: float | None = None) -> httpx.Response:
-        request = self._http.build_request("GET", path, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+    async def get(self, path: str, timeout_seconds: float | None = None) -> httpx.Response:
+        timeout = httpx.USE_CLIENT_DEFAULT if timeout_seconds is None else timeout_seconds
+        request = self._http.build_request("GET", path, timeout=timeout)
         response = await self._send(request)
         try:
             await response.aread()

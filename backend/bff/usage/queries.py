@@ -25,6 +25,9 @@ from bff.usage.models import (
 )
 
 MAX_RANGE = timedelta(days=400)
+# Within what ClickHouse's DateTime64 holds (1900-01-01 .. 2299-12-31), and no earlier than any span.
+STORE_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+STORE_LATEST = datetime(2299, 12, 31, tzinfo=UTC)
 DEFAULT_RANGE = timedelta(days=7)
 MAX_POINTS = 2000
 MAX_ROWS = 1000
@@ -111,6 +114,9 @@ class UsageQuery:
     def build(cls, start: datetime | None, end: datetime | None, **filters: str | None) -> "UsageQuery":
         end = _utc(end) if end else datetime.now(UTC)
         start = _utc(start) if start else end - DEFAULT_RANGE
+        for name, moment in (("from", start), ("to", end)):
+            if not STORE_EARLIEST <= moment <= STORE_LATEST:
+                raise bad_request(f"invalid field '{name}': must be between {STORE_EARLIEST:%Y-%m-%d} and {STORE_LATEST:%Y-%m-%d}")
         if start >= end:
             raise bad_request("invalid field 'from': must be before 'to'")
         if end - start > MAX_RANGE:
