@@ -54,7 +54,7 @@ def test_the_meter_reads_usage_finish_and_content_across_split_chunks() -> None:
     assert meter.feed(rest) == b'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
     assert meter.finished and meter.usage is None and meter.delivered_text() == "Hello"
     meter.feed(b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"cost":1e-05}}\n\ndata: [DONE]\n\n')
-    assert meter.usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cost": 1e-05} and meter.done
+    assert meter.usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cost": 1e-05}
 
 
 def test_the_meter_rewrites_litellm_error_events() -> None:

@@ -1,4 +1,4 @@
-"""Turns a request's credentials into one Principal, or refuses it."""
+"""Turns a request's credentials into the Identity they name, or refuses them."""
 
 import hmac
 from urllib.parse import unquote
@@ -6,7 +6,7 @@ from urllib.parse import unquote
 from fastapi import Request
 
 from bff.errors import unauthorized
-from bff.identity.principal import AuthMethod, Identity, Principal, UserRecord
+from bff.identity.principal import AuthMethod, Identity, UserRecord
 from bff.identity.role_sources import RoleSource
 from bff.identity.tokens import verify_forwarded_user, verify_session_token
 from bff.settings import Settings
@@ -38,9 +38,6 @@ class Authenticator:
         # Compare against every key so timing does not tell which one matched.
         matches = [hmac.compare_digest(candidate, key) for key in self._service_keys]
         return any(matches)
-
-    async def authenticate(self, request: Request) -> Principal:
-        return (await self.identify(request)).principal()
 
     async def identify(self, request: Request) -> Identity:
         """Who the credentials name; their role is judged by Identity.principal()."""

@@ -23,10 +23,8 @@ class StreamMeter:
         self._delivered: list[str] = []
         self._choices_seen: set[int] = set()
         self._choices_finished: set[int] = set()
-        self.events = 0
         self.usage: dict[str, Any] | None = None
         self.error: ApiError | None = None
-        self.done = False  # saw `data: [DONE]`
 
     @property
     def finished(self) -> bool:
@@ -63,13 +61,11 @@ class StreamMeter:
 
     def _read(self, event: bytes) -> bytes | None:
         """Notes one event; returns its replacement when it must not reach the client as is."""
-        self.events += 1
         for line in event.split(b"\n"):
             if not line.startswith(DATA):
                 continue
             payload = line[len(DATA) :].strip()
             if payload == b"[DONE]":
-                self.done = True
                 continue
             try:
                 message = json.loads(payload)

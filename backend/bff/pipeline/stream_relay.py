@@ -31,7 +31,6 @@ class StreamRelay:
     def __init__(self, upstream: httpx.Response, on_first_byte: Callable[[], None], grace_seconds: float):
         self.meter = StreamMeter()
         self.failure: ApiError | None = None  # the upstream broke off (transport), or sent an error event
-        self.upstream_ended = False  # LiteLLM's stream reached its end
         self.client_gone = False  # the response ended before the client had everything
         self.delivered_all = False
         self._upstream = upstream
@@ -47,7 +46,6 @@ class StreamRelay:
                 if self.client_gone and self.meter.usage is not None:
                     return  # billed exactly; nobody is reading the rest
             await self._put(self.meter.flush())
-            self.upstream_ended = True
         except httpx.HTTPError as exc:
             self.failure = error_from_transport(exc)
             await self._put(stream_error_event(self.failure))
