@@ -42,6 +42,7 @@ def test_budget_trips_at_the_right_request(bff_factory: BffFactory, tmp_path: Pa
     error = third.json()["error"]
     assert error["code"] == "budget_exceeded" and "daily budget" in error["message"]
     assert 0 < int(third.headers["retry-after"]) <= 86400
+    assert third.headers["x-should-retry"] == "false"  # or openai-node retries it 3 times
     assert third.headers["x-budget-remaining-usd"] == "0"
 
 
