@@ -116,7 +116,9 @@ def _answer(call: Call, upstream: httpx.Response) -> dict[str, Any]:
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
+        account_answer(call, {}, upstream.headers)  # LiteLLM's cost header still bills what it spent
         call.fail("bad_gateway", Outcome.upstream_failed)
+        log.warning("LiteLLM answered 200 with a body that is not a JSON object; answering 502")
         raise bad_gateway()
     account_answer(call, answer, upstream.headers)
     return answer
