@@ -10,6 +10,11 @@ behaviour, so one server plays every provider scenario:
     fake-429          429 with Retry-After: 7
     fake-500          500
     fake-hang         never answers within a test's patience
+    fake-usage-late   a normal stream whose usage event (and [DONE]) follows the finish_reason
+                      chunk only after USAGE_DELAY_SECONDS
+    fake-drop-stream  a stream that drops the TCP connection after DROP_AFTER_CHUNKS content chunks
+    fake-context-window  400 "maximum context length" (LiteLLM: ContextWindowExceededError)
+    fake-content-policy  400 content_policy_violation (LiteLLM: ContentPolicyViolationError)
 """
 
 import asyncio
@@ -30,6 +35,8 @@ COMPLETION_TOKENS = 7
 STREAM_GAP_SECONDS = 0.3
 SLOW_STREAM_CHUNKS = 5
 LONG_STREAM_SECONDS = 30.0
+USAGE_DELAY_SECONDS = 1.0
+DROP_AFTER_CHUNKS = 2
 
 
 @dataclass
@@ -38,6 +45,8 @@ class StreamRecord:
     chunks_sent: int = 0
     finished: bool = False  # sent everything
     closed_early_at: float | None = None  # the reader went away first
+    dropped: bool = False  # the provider itself broke the connection off (fake-drop-stream)
+    finish_sent_at: float | None = None  # when the finish_reason chunk went out
 
 
 @dataclass
@@ -76,6 +85,10 @@ def _usage_chunk(model: str) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
+class DroppedConnection(Exception):
+    """Raised inside a stream: uvicorn then closes the connection without ending the chunked body."""
+
+
 def create_fake_provider(state: FakeProviderState) -> Starlette:
     async def stream(model: str, pieces: list[str], gap: float, record: StreamRecord):  # type: ignore[no-untyped-def]
         try:
@@ -83,14 +96,20 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
             for piece in pieces:
                 if gap:
                     await asyncio.sleep(gap)
+                if model == "fake-drop-stream" and record.chunks_sent == DROP_AFTER_CHUNKS:
+                    record.dropped = True
+                    raise DroppedConnection(model)
                 yield _chunk(model, {"content": piece})
                 record.chunks_sent += 1
             yield _chunk(model, {}, "stop")
+            record.finish_sent_at = time.monotonic()
+            if model == "fake-usage-late":
+                await asyncio.sleep(USAGE_DELAY_SECONDS)
             yield _usage_chunk(model)
             yield b"data: [DONE]\n\n"
             record.finished = True
         finally:
-            if not record.finished:
+            if not record.finished and not record.dropped:
                 record.closed_early_at = time.monotonic()
 
     async def chat_completions(request: Request) -> Response:
@@ -107,6 +126,14 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
             return JSONResponse({"error": {"message": "internal provider failure", "type": "server_error"}}, 500)
         if model == "fake-hang":
             await asyncio.sleep(120)
+        if model == "fake-context-window":
+            message = "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens."
+            error = {"message": message, "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}
+            return JSONResponse({"error": error}, 400)
+        if model == "fake-content-policy":
+            message = "Your request was rejected as a result of our safety system."
+            error = {"message": message, "type": "invalid_request_error", "param": None, "code": "content_policy_violation"}
+            return JSONResponse({"error": error}, 400)
         if body.get("stream"):
             record = StreamRecord(model=model)
             state.streams.append(record)
@@ -114,6 +141,8 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
                 pieces, gap = [f"part{i} " for i in range(SLOW_STREAM_CHUNKS)], STREAM_GAP_SECONDS
             elif model == "fake-long-stream":
                 pieces, gap = ["tick "] * int(LONG_STREAM_SECONDS / 0.05), 0.05
+            elif model == "fake-drop-stream":
+                pieces, gap = [f"piece{i} " for i in range(DROP_AFTER_CHUNKS + 3)], 0.05
             else:
                 pieces, gap = ["Hello ", "from the ", "fake provider."], 0.0
             return StreamingResponse(stream(model, pieces, gap, record), media_type="text/event-stream")
