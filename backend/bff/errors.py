@@ -72,6 +72,11 @@ def unavailable(message: str, code: str = "service_unavailable") -> ApiError:
     return ApiError(503, message, "service_unavailable", code)
 
 
+def client_closed() -> ApiError:
+    """What the span records for a client that left before the answer (nginx's 499); nobody reads it."""
+    return ApiError(499, "the client closed the request", "client_disconnected", "client_disconnected")
+
+
 def gateway_timeout(message: str = "the upstream model service timed out") -> ApiError:
     return ApiError(504, message, "timeout_error", "upstream_timeout")
 

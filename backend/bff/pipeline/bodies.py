@@ -19,6 +19,9 @@ from bff.errors import ErrorResponse, bad_request, too_large, validation_message
 from bff.services import Services
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# Deeper than any real request (tool schemas included), and far below what LiteLLM and the
+# providers can re-encode: deeper bodies are refused here instead of failing upstream.
+MAX_JSON_DEPTH = 64
 
 
 class FieldNotAllowed(ValueError):
@@ -40,15 +43,33 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise too_large(limit)
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        payload = json.loads(b"".join(chunks))
+        payload = json.loads(raw)
     except RecursionError:
-        raise bad_request("request body is nested too deeply", "invalid_json") from None
+        raise bad_request(f"request body is nested deeper than {MAX_JSON_DEPTH} levels", "invalid_json") from None
     except ValueError:
         raise bad_request("request body is not valid JSON", "invalid_json") from None
     if not isinstance(payload, dict):
         raise bad_request("request body must be a JSON object", "invalid_json")
+    # Fewer brackets than the limit cannot nest deeper than it: most bodies skip the walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth_exceeds(payload, MAX_JSON_DEPTH):
+        raise bad_request(f"request body is nested deeper than {MAX_JSON_DEPTH} levels", "invalid_json")
     return payload
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
 
 
 def validate_body(model: type[ModelT], payload: dict[str, Any]) -> ModelT:

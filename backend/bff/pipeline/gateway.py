@@ -22,12 +22,14 @@ from typing import Any
 import httpx
 from starlette.background import BackgroundTask
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import Response
 
-from bff.errors import bad_gateway, bad_request
+from bff.errors import bad_gateway, bad_request, client_closed
 from bff.pipeline.accounting import Estimator, account_answer, account_stream, note_served
 from bff.pipeline.call import Call, Outcome
 from bff.pipeline.chat_body import ChatCompletionRequest
+from bff.pipeline.connection import ClientDisconnected, while_connected
 from bff.pipeline.stream_relay import PassThroughStream, StreamRelay, stream_response
 from bff.policy.models import authorize_model
 from bff.services import Services
@@ -78,9 +80,10 @@ def passed_headers(upstream: httpx.Response) -> dict[str, str]:
 
 
 async def chat(
-    services: Services, call: Call, headers: Headers, body: ChatCompletionRequest, default_context: str | None = None
+    services: Services, call: Call, request: Request, body: ChatCompletionRequest, default_context: str | None = None
 ) -> ChatAnswer | PassThroughStream:
     """Steps 3-6 of a chat call; the caller is admitted and the body validated."""
+    headers = request.headers
     principal = call.caller
     assert principal.user_id is not None  # the chat permission needs a user
     call.context = context_tag(headers) or default_context
@@ -91,9 +94,16 @@ async def chat(
     payload = json.dumps(body.upstream(principal.user_id, controls), separators=(",", ":")).encode()
     upstream_headers = _upstream_headers(headers, call)
     try:
-        upstream = await services.litellm.post(CHAT_PATH, payload, upstream_headers, stream=body.stream)
+        upstream = await while_connected(
+            request.receive, services.litellm.post(CHAT_PATH, payload, upstream_headers, stream=body.stream)
+        )
     except httpx.HTTPError as exc:
         raise error_from_transport(exc) from None
+    except ClientDisconnected:
+        # Nobody will read an answer; LiteLLM may have sent the prompt on: charge its estimate.
+        call.fail("client_disconnected", Outcome.client_disconnected)
+        await Estimator(services.litellm).charge(call, body.messages, "")
+        raise client_closed() from None
     if upstream.status_code != 200:
         content = await read_and_close(upstream) if body.stream else upstream.content
         raise error_from_status(upstream.status_code, content, upstream.headers)

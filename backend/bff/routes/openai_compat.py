@@ -23,7 +23,7 @@ ChatBody = Annotated[ChatCompletionRequest, Depends(JsonBody(ChatCompletionReque
     **documented(ChatCompletionRequest),
 )
 async def chat_completions(request: Request, services: ServicesDep, call: ChatCall, body: ChatBody) -> Response:
-    answer = await gateway.chat(services, call, request.headers, body)
+    answer = await gateway.chat(services, call, request, body)
     return answer.response() if isinstance(answer, gateway.ChatAnswer) else answer
 
 

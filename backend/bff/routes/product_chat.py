@@ -93,6 +93,6 @@ async def product_chat(
 ) -> ProductChatResponse:
     if body.stream:
         raise bad_request("invalid field 'stream': this route answers in one piece; stream with /v1/chat/completions")
-    answer = await gateway.chat(services, call, request.headers, body)
+    answer = await gateway.chat(services, call, request, body)
     assert isinstance(answer, gateway.ChatAnswer)  # not a stream: checked above
     return product_response(answer, call)
