@@ -6,6 +6,6 @@ source "$(dirname "$0")/lib.sh"
 ensure_bff_venv
 cd "$ROOT"
 log "ruff"
-"$BFF_VENV/bin/ruff" check --config backend/pyproject.toml backend/bff scripts
+"$BFF_VENV/bin/ruff" check --config backend/pyproject.toml backend/bff scripts tests webui-integration
 log "mypy --strict (backend/bff)"
 (cd backend && "$BFF_VENV/bin/mypy")

@@ -17,12 +17,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bff.app import create_app  # noqa: E402
-from bff.settings import Settings  # noqa: E402
-from support.fake_openai import FakeProviderState, create_fake_provider  # noqa: E402
-from support.fake_openwebui import FakeOpenWebUIState, create_fake_openwebui  # noqa: E402
-from support.servers import ProcessServer, ThreadServer, free_port, wait_until  # noqa: E402
-from support.tokens import session_token  # noqa: E402
+from bff.app import create_app
+from bff.settings import Settings
+from support.fake_openai import FakeProviderState, create_fake_provider
+from support.fake_openwebui import FakeOpenWebUIState, create_fake_openwebui
+from support.servers import ProcessServer, ThreadServer, free_port, wait_until
+from support.tokens import session_token
 
 ROOT = Path(__file__).resolve().parent.parent
 # TEST_OUTPUT_DIR lets two pytest runs share a checkout (each needs its own embedded ClickHouse path).

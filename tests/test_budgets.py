@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import ROOT, Bff, BffFactory, chat_body
 from test_usage import _as_user, _wait_for
 

@@ -5,6 +5,7 @@ import time
 
 import httpx
 import pytest
+
 from conftest import Bff, BffFactory, chat_body
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, REPLY, SLOW_STREAM_CHUNKS, STREAM_GAP_SECONDS, FakeProviderState
 from support.servers import free_port

@@ -7,12 +7,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from bff.policy.model import load_policy
 from conftest import LITELLM_BIN, MASTER_KEY, OUTPUT, ROOT
 from support.otlp_receiver import OtlpReceiver
 from support.otlp_receiver import attributes as otlp_attributes
 from support.servers import ProcessServer, free_port, wait_until
-
-from bff.policy.model import load_policy
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OLLAMA_BASE_URL")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from bff.clickhouse import ClickHouseStore, _statements
 from bff.pipeline.context import REQUEST_ID_HEADER
 from bff.settings import Settings

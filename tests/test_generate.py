@@ -4,10 +4,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Bff, BffFactory
-from support.fake_openai import REPLY, FakeProviderState
 
 from bff.policy.routing import load_router
+from conftest import ROOT, Bff, BffFactory
+from support.fake_openai import REPLY, FakeProviderState
 
 ROUTING = ROOT / "tests" / "fixtures" / "routing.test.yaml"
 

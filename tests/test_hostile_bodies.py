@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from bff.clickhouse import ClickHouseStore
 from bff.upstream.litellm_fields import OPENAI_CHAT_FIELDS, REFUSED_BODY_FIELD_PREFIX, REFUSED_BODY_FIELDS
 from conftest import FORWARD_SECRET, LITELLM_BIN, ROOT, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory, chat_body

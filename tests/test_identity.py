@@ -5,6 +5,8 @@ import json
 import time
 
 import pytest
+from jose import jwt
+
 from conftest import (
     FORWARD_SECRET,
     SERVICE_KEY,
@@ -13,7 +15,6 @@ from conftest import (
     BffFactory,
     chat_body,
 )
-from jose import jwt
 from support.fake_openwebui import FakeOpenWebUIState
 from support.tokens import forwarded_user_jwt, session_token
 

@@ -21,13 +21,14 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
+from openai import OpenAI
+from PIL import Image
+
 from bff.clickhouse import ClickHouseStore
 from bff.errors import ApiError
 from bff.identity.principal import AuthMethod, Principal, Role
 from bff.media.workflows import ImageOptions, WorkflowConfigError, load_workflows
 from conftest import ROOT, Bff, BffFactory
-from openai import OpenAI
-from PIL import Image
 from support.fake_comfyui import CHECKPOINTS, FakeComfyUIState, create_fake_comfyui
 from support.servers import ThreadServer, free_port
 from support.spans import spans_for

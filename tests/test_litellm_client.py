@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import MASTER_KEY, WEBUI_SECRET
 
 from bff.settings import Settings
 from bff.upstream.litellm import CHAT_PATH, LiteLLMClient
+from conftest import MASTER_KEY, WEBUI_SECRET
 
 ANSWER = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nconnection: keep-alive\r\n\r\n{"ok":true}'
 

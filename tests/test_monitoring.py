@@ -12,13 +12,14 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from bff.app import create_app
-from bff.monitoring import assets
-from conftest import OUTPUT, WEBUI_SECRET, Bff, chat_body
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from bff.app import create_app
+from bff.monitoring import assets
+from conftest import OUTPUT, WEBUI_SECRET, Bff, chat_body
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS
 from support.servers import ThreadServer, strip_prefix
 from support.tokens import session_token

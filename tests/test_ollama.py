@@ -9,6 +9,7 @@ from typing import Any
 import httpcore
 import httpx
 import pytest
+
 from bff.clickhouse import ClickHouseStore
 from conftest import ROOT, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory
 from support.fake_ollama import (

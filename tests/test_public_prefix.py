@@ -6,10 +6,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import Bff, BffFactory
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from conftest import Bff, BffFactory
 from support.servers import ThreadServer, strip_prefix
 
 
@@ -72,8 +73,9 @@ def test_image_urls_point_through_the_prefix(behind_kong: tuple[Bff, str], user_
 
 
 def test_a_bad_prefix_is_refused_at_start() -> None:
-    from bff.settings import Settings
     from pydantic import ValidationError
+
+    from bff.settings import Settings
 
     for bad in ("gateway", "/gateway/", "/a b"):
         with pytest.raises(ValidationError, match="public_path_prefix"):

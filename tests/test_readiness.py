@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from conftest import LITELLM_BIN, MASTER_KEY, OUTPUT, ROOT, BffFactory
 from support.servers import ProcessServer, free_port, wait_until
 

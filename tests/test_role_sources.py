@@ -5,11 +5,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, WEBUI_SECRET, BffFactory
 from pydantic import ValidationError
-from support.tokens import session_token
 
 from bff.settings import Settings
+from conftest import ROOT, WEBUI_SECRET, BffFactory
+from support.tokens import session_token
 
 # The columns the BFF reads, as Open-WebUI 0.12 creates them (models/users.py, models/auths.py).
 OPEN_WEBUI_SCHEMA = """
@@ -57,13 +57,14 @@ def test_db_role_source(bff_factory: BffFactory, webui_db: Path) -> None:
 
 
 def test_db_role_source_never_writes(webui_db: Path) -> None:
-    from bff.identity.role_sources import DbRoleSource
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
+    from bff.identity.role_sources import DbRoleSource
+
     source = DbRoleSource(f"sqlite:///{webui_db}", ttl_seconds=1)
     with pytest.raises(OperationalError, match="readonly"):
-        with source._engine.connect() as connection:  # noqa: SLF001 - proving the connection guard itself
+        with source._engine.connect() as connection:
             connection.execute(text("UPDATE \"user\" SET role = 'admin'"))
 
 

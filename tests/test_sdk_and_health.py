@@ -2,6 +2,7 @@
 
 import openai
 import pytest
+
 from conftest import Bff, BffFactory
 from support.fake_openai import REPLY
 from support.servers import free_port
@@ -65,6 +66,7 @@ def test_readiness_reports_the_otel_collector(bff_factory: BffFactory) -> None:
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
+
     from support.servers import ThreadServer
 
     async def healthy(_: object) -> JSONResponse:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from bff.clickhouse import ClickHouseStore
 from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff, BffFactory, chat_body
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProviderState, StreamRecord

@@ -4,6 +4,11 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
 from bff.clickhouse import ClickHouseStore, StoreUnavailable
 from bff.telemetry.clickhouse_exporter import (
     COLUMNS,
@@ -12,10 +17,6 @@ from bff.telemetry.clickhouse_exporter import (
     span_row,
 )
 from conftest import ROOT, Bff, BffFactory, chat_body
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from support.otlp_receiver import OtlpReceiver
 from support.otlp_receiver import attributes as otlp_attributes
 from support.servers import free_port

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from conftest import FORWARD_SECRET, SERVICE_KEY, WEBUI_SECRET, Bff, chat_body
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS
 from support.tokens import forwarded_user_jwt, session_token

@@ -22,9 +22,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
-from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff, BffFactory, chat_body
 from jose import jwt
 from PIL import Image
+
+from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff, BffFactory, chat_body
 from support.fake_comfyui import FakeComfyUIState, create_fake_comfyui
 from support.openwebui_functions import (
     EventLog,

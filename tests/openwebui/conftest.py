@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from bff.clickhouse import ClickHouseStore
 from conftest import (
     FORWARD_SECRET,
@@ -21,10 +22,9 @@ from conftest import (
     Bff,
     BffFactory,
 )
-from support.servers import free_port
-
 from openwebui.api import Account, OpenWebUIApi
 from openwebui.process import OFFLINE, OpenWebUIProcess, read_env_file
+from support.servers import free_port
 
 OPENWEBUI_BIN = Path(os.environ.get("OPENWEBUI_BIN", ROOT / ".venv-openwebui" / "bin" / "open-webui"))
 ENV_FILE = ROOT / "webui-integration" / "openwebui.env"

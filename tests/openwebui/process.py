@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from support.servers import ProcessServer
 
 # Start-up imports torch, transformers and chromadb: tens of seconds on 2 cores.

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff
 from test_webui_functions import FUNCTIONS, _fresh, _png, mock_bff  # noqa: F401 (the "mock" fixture)
 

@@ -9,13 +9,13 @@ import time
 from typing import Any
 
 import httpx
+
 from bff.clickhouse import ClickHouseStore
 from bff.telemetry import attributes as attr
 from conftest import chat_body
-from support.fake_openai import REPLY, FakeProviderState
-
 from openwebui.api import Account
 from openwebui.conftest import ROLE_CACHE_TTL_SECONDS, Stack
+from support.fake_openai import REPLY, FakeProviderState
 
 USER_MODEL = "fake-mini"  # tier mini: config/policy.yaml lets users have it
 ADMIN_ONLY_MODEL = "fake-premium"  # tier premium: only admins may use it

@@ -50,7 +50,7 @@ def load(path: Path) -> tuple[Any, str, dict[str, str]]:
     module.__dict__["__file__"] = str(path)
     sys.modules[module.__name__] = module  # only while exec'ing, as Open-WebUI does
     try:
-        exec(compile(content, str(path), "exec"), module.__dict__)  # noqa: S102 - what Open-WebUI does
+        exec(compile(content, str(path), "exec"), module.__dict__)
     finally:
         sys.modules.pop(module.__name__, None)
     for kind, class_name in (("tool", "Tools"), ("pipe", "Pipe"), ("filter", "Filter"), ("action", "Action")):

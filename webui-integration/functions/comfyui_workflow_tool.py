@@ -333,5 +333,5 @@ async def _display_url(png: bytes, request: Any, user: dict[str, Any], metadata:
         owner = UserModel(**{key: value for key, value in user.items() if key != "valves"})
         where = {key: metadata.get(key) for key in ("chat_id", "message_id", "session_id")}
         return await get_file_url_from_base64(request, data_uri, where, owner) or data_uri
-    except Exception:  # noqa: BLE001 - another Open-WebUI version or a full disk: the image still shows inline
+    except Exception:
         return data_uri
