@@ -7,9 +7,9 @@ from starlette.datastructures import Headers
 
 from bff.errors import ApiError
 from bff.pipeline.call import Call
-from bff.pipeline.chat_body import ChatCompletionRequest
+from bff.pipeline.llm_bodies import ChatCompletionRequest
 from bff.pipeline.gateway import _upstream_headers
-from bff.pipeline.stream_meter import StreamMeter
+from bff.pipeline.stream_meter import ChatMeter as StreamMeter
 from bff.upstream.errors import error_from_status
 
 

@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, openai_compat, images, catalog, product_chat, generate, usage, ollama, media, monitoring_pages):
         app.include_router(module.router)
+    app.include_router(openai_compat.root_router)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     routing_file: Path = Path("config/routing.yaml")
     generator_mode: Literal["live", "mock"] = "live"
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    # Multipart uploads (speech to text, image edits): OpenAI's limit for audio files.
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     cors_allow_origins: CommaList = Field(default_factory=list)
     # Where a reverse proxy publishes the BFF after stripping it (Kong: /gateway): image URLs
     # and the OpenAPI docs then point there. Empty when the BFF is reached directly.

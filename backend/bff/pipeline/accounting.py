@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel, Field
 
 from bff.pipeline.call import Call, Outcome
 from bff.pipeline.stream_relay import StreamRelay
@@ -27,10 +27,12 @@ CHARS_PER_TOKEN = 4
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    """Chat, completions and embeddings say prompt/completion tokens; the Responses API input/output."""
+
+    prompt_tokens: int = Field(default=0, validation_alias=AliasChoices("prompt_tokens", "input_tokens"))
+    completion_tokens: int = Field(default=0, validation_alias=AliasChoices("completion_tokens", "output_tokens"))
     total_tokens: int = 0
-    cost: float | str | None = None  # LiteLLM's, on streams with include_cost_in_streaming_usage
+    cost: float | str | None = None  # LiteLLM's, in a stream's last usage
 
 
 def decimal_cost(value: str | float | None) -> Decimal | None:
@@ -51,10 +53,11 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
 
 def note_served(call: Call, headers: httpx.Headers, catalog: Catalog) -> None:
     """What LiteLLM says actually served the request (after retries and fallbacks)."""
-    served = headers.get("x-litellm-model-group") or call.model or ""
+    call.deployment_id = headers.get("x-litellm-model-id")
+    # LiteLLM names the group that served; on some operations (speech, moderations, images) only its deployment
+    served = headers.get("x-litellm-model-group") or catalog.group_by_deployment.get(call.deployment_id or "") or call.model or ""
     entry = catalog.get(served)
     call.model_group = entry.group if entry else served  # an alias is recorded as its group
-    call.deployment_id = headers.get("x-litellm-model-id")
     call.provider = catalog.provider_by_deployment.get(call.deployment_id or "", entry.provider if entry else None)
     call.retries = _int_header(headers, "x-litellm-attempted-retries")
     call.fallbacks = _int_header(headers, "x-litellm-attempted-fallbacks")
@@ -94,13 +97,12 @@ class Estimator:
             return None
         return answer
 
-    async def tokens(self, model: str, messages: list[dict[str, Any]] | None = None, text: str = "") -> int:
-        body: dict[str, Any] = {"model": model, **({"messages": messages} if messages is not None else {"prompt": text})}
-        answer = await self._ask(TOKEN_COUNTER_PATH, body)
+    async def tokens(self, model: str, prompt: dict[str, Any]) -> int:
+        """`prompt` is {"messages": [...]} or {"prompt": text}, as LiteLLM's counter takes them."""
+        answer = await self._ask(TOKEN_COUNTER_PATH, {"model": model, **prompt})
         if answer is not None and isinstance(answer.get("total_tokens"), int):
             return int(answer["total_tokens"])
-        characters = len(_json(messages)) if messages is not None else len(text)
-        return -(-characters // CHARS_PER_TOKEN)  # LiteLLM unreachable: its rough rule
+        return -(-len(_json(prompt)) // CHARS_PER_TOKEN)  # LiteLLM unreachable: its rough rule
 
     async def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
         body = {"model": model, "input_tokens": prompt_tokens, "output_tokens": completion_tokens}
@@ -110,17 +112,22 @@ class Estimator:
             log.warning("no cost estimate for %s: %d+%d tokens charged nothing", model, prompt_tokens, completion_tokens)
         return cost
 
-    async def charge(self, call: Call, messages: list[dict[str, Any]], delivered: str) -> None:
+    async def charge(self, call: Call, prompt: dict[str, Any], delivered: str) -> None:
         model = call.model_group or call.model or ""
-        call.prompt_tokens = await self.tokens(model, messages=messages)
-        call.completion_tokens = await self.tokens(model, text=delivered) if delivered else 0
+        call.prompt_tokens = await self.tokens(model, prompt)
+        call.completion_tokens = await self.tokens(model, {"prompt": delivered}) if delivered else 0
         call.total_tokens = call.prompt_tokens + call.completion_tokens
         call.cost_usd = await self.cost(model, call.prompt_tokens, call.completion_tokens)
         call.cost_estimated = True
 
 
-async def account_stream(call: Call, relay: StreamRelay, estimator: Estimator, messages: list[dict[str, Any]]) -> None:
-    """After the stream: its outcome, and LiteLLM's usage or an estimate of what was delivered."""
+async def account_stream(
+    call: Call, relay: StreamRelay, estimator: Estimator, prompt: dict[str, Any], upfront_cost: Decimal | None
+) -> None:
+    """After the stream: its outcome, and LiteLLM's usage or an estimate of what was delivered.
+
+    `upfront_cost` is LiteLLM's cost header when it priced the call before the first byte (audio).
+    """
     if relay.failure is not None:
         call.fail(relay.failure.code, Outcome.upstream_failed)
     else:
@@ -131,7 +138,10 @@ async def account_stream(call: Call, relay: StreamRelay, estimator: Estimator, m
         if call.cost_usd is None and call.total_tokens:  # LiteLLM omits a zero cost; ask it to be sure
             call.cost_usd = await estimator.cost(call.model_group or "", usage.prompt_tokens, usage.completion_tokens)
         return
-    await estimator.charge(call, messages, relay.meter.delivered_text())
+    if upfront_cost is not None:
+        call.cost_usd = upfront_cost
+        return
+    await estimator.charge(call, prompt, relay.meter.delivered_text())
 
 
 def _json(value: Any) -> bytes:

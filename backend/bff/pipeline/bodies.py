@@ -84,6 +84,12 @@ def validate_body(model: type[ModelT], payload: dict[str, Any]) -> ModelT:
         raise bad_request("request body is nested too deeply", "invalid_json") from None
 
 
+async def json_object(request: Request) -> dict[str, Any]:
+    """A dependency: the body as a JSON object, for routes whose model depends on its content."""
+    services: Services = request.app.state.services
+    return await read_json_object(request, services.settings.max_request_bytes)
+
+
 class JsonBody(Generic[ModelT]):
     """A dependency: the route's body as `model`, or 400/413 in the gateway's error shape."""
 
@@ -107,8 +113,8 @@ def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:
     return schema
 
 
-def documented(model: type[BaseModel]) -> dict[str, Any]:
-    """Route decorator arguments that put `model` in the OpenAPI request body."""
+def documented(model: type[BaseModel], responses: dict[int | str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Route decorator arguments that put `model` in the OpenAPI request body (plus `responses`)."""
     schema = model.model_json_schema()
     return {
         "openapi_extra": {
@@ -117,5 +123,8 @@ def documented(model: type[BaseModel]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": _inlined(schema, schema.get("$defs", {}))}},
             }
         },
-        "responses": {400: {"model": ErrorResponse, "description": "invalid JSON or body (the message names the field)"}},
+        "responses": {
+            400: {"model": ErrorResponse, "description": "invalid JSON or body (the message names the field)"},
+            **(responses or {}),
+        },
     }

@@ -2,9 +2,9 @@
 
     1. admit      pipeline/admission.py  the route's Operation: span, authenticate, role,
                                          permission, budget (before the body is read)
-    2. body       pipeline/bodies.py     bounded JSON, validated (chat: pipeline/chat_body.py)
+    2. body       pipeline/bodies.py     bounded JSON, validated (chat: pipeline/llm_bodies.py)
     3. authorize  policy/                the model and every fallback target it could reach
-    4. upstream   pipeline/chat_body.py  exactly what was validated + user, usage, fallbacks
+    4. upstream   pipeline/llm_bodies.py  exactly what was validated + user, usage, fallbacks
     5. forward    upstream/litellm.py    pure I/O; streams relayed by pipeline/stream_relay.py
     6. account    pipeline/accounting.py tokens, cost and outcome from LiteLLM's figures
     7. record     pipeline/context.py    once the response is sent: budget charge, the one span
@@ -26,17 +26,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bff.errors import bad_gateway, bad_request, client_closed
-from bff.pipeline.accounting import Estimator, account_answer, account_stream, note_served
+from bff.pipeline.accounting import Estimator, account_answer, account_stream, decimal_cost, note_served
 from bff.pipeline.call import Call, Outcome
-from bff.pipeline.chat_body import ChatCompletionRequest
 from bff.pipeline.connection import ClientDisconnected, while_connected
+from bff.pipeline.llm_bodies import ChatCompletionRequest, LiteLLMBody
+from bff.pipeline.llm_operations import CHAT, MODE_ROUTES, LlmOperation
+from bff.pipeline.stream_meter import BytesMeter, ChatMeter
 from bff.pipeline.stream_relay import PassThroughStream, StreamRelay, stream_response
+from bff.pipeline.uploads import Upload
 from bff.policy.models import authorize_model
 from bff.services import Services
 from bff.telemetry import attributes as attr
 from bff.telemetry.tracing import Telemetry
 from bff.upstream.errors import error_from_status, error_from_transport, read_and_close
-from bff.upstream.litellm import CHAT_PATH
 
 log = logging.getLogger("bff.gateway")
 
@@ -58,14 +60,15 @@ PASSED_RESPONSE_HEADERS = (
 
 
 @dataclass
-class ChatAnswer:
-    """A non-streaming chat answer as LiteLLM gave it."""
+class Answer:
+    """A non-streaming answer as LiteLLM gave it (JSON, or audio bytes)."""
 
     upstream: httpx.Response
     answer: dict[str, Any]
 
     def response(self) -> Response:
-        return Response(self.upstream.content, media_type="application/json", headers=passed_headers(self.upstream))
+        media_type = self.upstream.headers.get("content-type", "application/json")
+        return Response(self.upstream.content, media_type=media_type, headers=passed_headers(self.upstream))
 
 
 def context_tag(headers: Headers) -> str | None:
@@ -79,33 +82,48 @@ def passed_headers(upstream: httpx.Response) -> dict[str, str]:
     return {name: upstream.headers[name] for name in PASSED_RESPONSE_HEADERS if name in upstream.headers}
 
 
-async def chat(
-    services: Services, call: Call, request: Request, body: ChatCompletionRequest, default_context: str | None = None
-) -> ChatAnswer | PassThroughStream:
-    """Steps 3-6 of a chat call; the caller is admitted and the body validated."""
-    headers = request.headers
+async def forward(
+    services: Services,
+    call: Call,
+    request: Request,
+    operation: LlmOperation,
+    body: LiteLLMBody,
+    default_context: str | None = None,
+    upload: Upload | None = None,
+) -> Answer | PassThroughStream:
+    """Steps 3-6 of an LLM call; the caller is admitted and the body validated.
+
+    `upload` carries the file of a multipart operation (audio, image edits): the body's
+    fields then travel as form fields beside it.
+    """
     principal = call.caller
-    assert principal.user_id is not None  # the chat permission needs a user
-    call.context = context_tag(headers) or default_context
-    call.model, call.stream = body.model, body.stream
+    assert principal.user_id is not None  # every LLM permission needs a user
+    call.context = context_tag(request.headers) or default_context
+    call.model, call.stream = body.model, body.streams
     catalog = await services.catalog.get()
     entry = authorize_model(services.access, catalog, principal, body.model)
+    if not operation.serves(entry.mode):
+        route = MODE_ROUTES.get(entry.mode or "", "another route")
+        raise bad_request(f"invalid field 'model': '{body.model}' is a {entry.mode} model; call it with {route}", "wrong_model_mode")
     controls = services.fallbacks.request_controls(principal, entry, catalog)
-    payload = json.dumps(body.upstream(principal.user_id, controls), separators=(",", ":")).encode()
-    upstream_headers = _upstream_headers(headers, call)
+    sent = body.upstream(principal.user_id, controls)
+    headers = _upstream_headers(request.headers, call)
+    streamed = body.streams or operation.meter is BytesMeter  # audio is relayed as it arrives
+    if upload is None:
+        post = services.litellm.post(operation.path, _json(sent), headers, stream=streamed)
+    else:
+        post = services.litellm.post_form(operation.path, _form_fields(sent), upload.files, headers)
     try:
-        upstream = await while_connected(
-            request.receive, services.litellm.post(CHAT_PATH, payload, upstream_headers, stream=body.stream)
-        )
+        upstream = await while_connected(request.receive, post)
     except httpx.HTTPError as exc:
         raise error_from_transport(exc) from None
     except ClientDisconnected:
         # Nobody will read an answer; LiteLLM may have sent the prompt on: charge its estimate.
         call.fail("client_disconnected", Outcome.client_disconnected)
-        await Estimator(services.litellm).charge(call, body.messages, "")
+        await Estimator(services.litellm).charge(call, body.prompt_for_estimate(), "")
         raise client_closed() from None
     if upstream.status_code != 200:
-        content = await read_and_close(upstream) if body.stream else upstream.content
+        content = await read_and_close(upstream) if streamed else upstream.content
         raise error_from_status(upstream.status_code, content, upstream.headers)
     note_served(call, upstream.headers, catalog)
     if services.fallbacks.served_outside(principal, call.model_group or "", catalog):
@@ -115,9 +133,32 @@ async def chat(
             "POLICY VIOLATION: request %s of user %s (role %s) asked for %s and was served by %s",
             call.request_id, principal.user_id, principal.role, call.model, call.model_group,
         )
-    if body.stream:
-        return _relay(services, call, upstream, body.messages)
-    return ChatAnswer(upstream, _answer(call, upstream))
+    if streamed:
+        return _relay(services, call, upstream, operation, body)
+    answer = _answer(call, upstream)
+    call.extra_attributes.update(operation.figures(body, answer))
+    return Answer(upstream, answer)
+
+
+async def chat(
+    services: Services, call: Call, request: Request, body: ChatCompletionRequest, default_context: str | None = None
+) -> Answer | PassThroughStream:
+    return await forward(services, call, request, CHAT, body, default_context)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _form_fields(sent: dict[str, Any]) -> dict[str, str | list[str]]:
+    """A validated multipart body as form fields again (lists repeat their field)."""
+    fields: dict[str, str | list[str]] = {}
+    for name, value in sent.items():
+        if isinstance(value, list):
+            fields[name] = [v if isinstance(v, str) else json.dumps(v) for v in value]
+        elif value is not None:
+            fields[name] = value if isinstance(value, str) else json.dumps(value)
+    return fields
 
 
 def _answer(call: Call, upstream: httpx.Response) -> dict[str, Any]:
@@ -134,18 +175,24 @@ def _answer(call: Call, upstream: httpx.Response) -> dict[str, Any]:
     return answer
 
 
-def _relay(services: Services, call: Call, upstream: httpx.Response, messages: list[dict[str, Any]]) -> PassThroughStream:
+def _relay(
+    services: Services, call: Call, upstream: httpx.Response, operation: LlmOperation, body: LiteLLMBody
+) -> PassThroughStream:
     def first_byte() -> None:
         call.ttft_ms = call.elapsed_ms()
 
-    relay = StreamRelay(upstream, first_byte, services.settings.stream_usage_grace_seconds)
+    meter = (operation.meter or ChatMeter)()
+    relay = StreamRelay(upstream, meter, first_byte, services.settings.stream_usage_grace_seconds)
     estimator = Estimator(services.litellm)
+    call.extra_attributes.update(operation.figures(body, {}))
+    upfront = decimal_cost(upstream.headers.get("x-litellm-response-cost"))  # audio: priced before the first byte
 
     async def settle() -> None:
         await relay.finish()
-        await account_stream(call, relay, estimator, messages)
+        await account_stream(call, relay, estimator, body.prompt_for_estimate(), upfront)
 
-    return stream_response(relay, passed_headers(upstream), BackgroundTask(settle))
+    media_type = upstream.headers.get("content-type", "text/event-stream")
+    return stream_response(relay, passed_headers(upstream), BackgroundTask(settle), media_type)
 
 
 def _upstream_headers(headers: Headers, call: Call) -> dict[str, str]:

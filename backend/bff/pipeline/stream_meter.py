@@ -1,13 +1,16 @@
-"""Reads the server-sent events of a LiteLLM chat stream as they are relayed.
+"""Reads the streams LiteLLM relays, as they are relayed.
 
-The meter sees every event once, on its way to the client: what content was
-delivered (for an estimate when the stream is cut), whether every choice finished,
-LiteLLM's usage (with its cost, `include_cost_in_streaming_usage`), and error events,
-which it rewrites into the gateway's error shape. Everything else passes unchanged;
-only an incomplete event is held back until its end arrives.
+A meter sees every server-sent event once, on its way to the client: what content was
+delivered (for an estimate when the stream is cut), whether the answer finished,
+LiteLLM's usage (with its cost), and error events, which it rewrites into the
+gateway's error shape. Everything else passes unchanged; only an incomplete event is
+held back until its end arrives. Chat and legacy completions stream `choices` deltas
+with a last usage chunk; the Responses API streams typed events ending with
+`response.completed`, which carries the usage; speech streams audio bytes, unmetered.
 """
 
 import json
+from abc import ABC, abstractmethod
 from typing import Any
 
 from bff.errors import ApiError
@@ -17,7 +20,9 @@ EVENT_END = b"\n\n"
 DATA = b"data: "
 
 
-class StreamMeter:
+class SseMeter(ABC):
+    """Splits server-sent events and rewrites LiteLLM's error events; subclasses read the rest."""
+
     def __init__(self) -> None:
         self._partial = b""
         self._delivered: list[str] = []
@@ -25,11 +30,7 @@ class StreamMeter:
         self._choices_finished: set[int] = set()
         self.usage: dict[str, Any] | None = None
         self.error: ApiError | None = None
-
-    @property
-    def finished(self) -> bool:
-        """Every choice that started has a finish_reason: nothing but usage can follow."""
-        return bool(self._choices_seen) and self._choices_seen <= self._choices_finished
+        self.finished = False  # the answer is complete: nothing but usage can follow
 
     def delivered_text(self) -> str:
         return "".join(self._delivered)
@@ -73,11 +74,19 @@ class StreamMeter:
                 continue
             if not isinstance(message, dict):
                 continue
-            if "error" in message:
-                self.error = error_from_stream_event(message["error"])
+            if isinstance(message.get("error"), dict) or message.get("type") == "error":
+                self.error = error_from_stream_event(message.get("error") or message)
                 return stream_error_event(self.error).rstrip(b"\n")
             self._note(message)
         return None
+
+    @abstractmethod
+    def _note(self, message: dict[str, Any]) -> None:
+        """Reads one event's JSON."""
+
+
+class ChatMeter(SseMeter):
+    """Chat and legacy completions: `choices` deltas, usage in a last chunk (`include_usage`)."""
 
     def _note(self, message: dict[str, Any]) -> None:
         usage = message.get("usage")
@@ -90,9 +99,12 @@ class StreamMeter:
             self._choices_seen.add(index)
             if choice.get("finish_reason"):
                 self._choices_finished.add(index)
+            if isinstance(choice.get("text"), str):  # legacy completions
+                self._delivered.append(choice["text"])
             delta = choice.get("delta") or {}
             if isinstance(delta, dict):
                 self._collect(delta)
+        self.finished = bool(self._choices_seen) and self._choices_seen <= self._choices_finished
 
     def _collect(self, delta: dict[str, Any]) -> None:
         for key in ("content", "reasoning_content"):
@@ -104,3 +116,42 @@ class StreamMeter:
                 for key in ("name", "arguments"):
                     if isinstance(function.get(key), str):
                         self._delivered.append(function[key])
+
+
+class ResponsesMeter(SseMeter):
+    """The Responses API: `response.*` events; `response.completed` carries the usage (and its cost)."""
+
+    DONE = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+    def _note(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "response.output_text.delta" and isinstance(message.get("delta"), str):
+            self._delivered.append(message["delta"])
+        elif kind == "response.output_item.done":
+            self.finished = True
+        elif kind in self.DONE:
+            self.finished = True
+            response = message.get("response") or {}
+            usage = response.get("usage") if isinstance(response, dict) else None
+            if isinstance(usage, dict) and usage:
+                self.usage = usage
+
+
+class BytesMeter:
+    """Audio passes as bytes; its cost is known before the first byte (LiteLLM's header)."""
+
+    usage: dict[str, Any] | None = None
+    error: ApiError | None = None
+    finished = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+    def delivered_text(self) -> str:
+        return ""
+
+
+StreamMeter = ChatMeter | ResponsesMeter | BytesMeter

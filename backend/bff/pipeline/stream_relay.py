@@ -28,8 +28,10 @@ QUEUE_EVENTS = 32
 
 
 class StreamRelay:
-    def __init__(self, upstream: httpx.Response, on_first_byte: Callable[[], None], grace_seconds: float):
-        self.meter = StreamMeter()
+    def __init__(
+        self, upstream: httpx.Response, meter: StreamMeter, on_first_byte: Callable[[], None], grace_seconds: float
+    ):
+        self.meter = meter
         self.failure: ApiError | None = None  # the upstream broke off (transport), or sent an error event
         self.client_gone = False  # the response ended before the client had everything
         self.delivered_all = False
@@ -107,10 +109,12 @@ class PassThroughStream(StreamingResponse):
             await self.background()
 
 
-def stream_response(relay: StreamRelay, headers: dict[str, str], settle: BackgroundTask) -> PassThroughStream:
+def stream_response(
+    relay: StreamRelay, headers: dict[str, str], settle: BackgroundTask, media_type: str = "text/event-stream"
+) -> PassThroughStream:
     return PassThroughStream(
         relay.body(),
-        media_type="text/event-stream",
+        media_type=media_type,
         headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
         background=settle,
     )

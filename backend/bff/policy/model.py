@@ -10,7 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 class Permission(StrEnum):
-    chat = "chat"
+    chat = "chat"  # chat, legacy completions, the Responses API
+    embeddings = "embeddings"  # embeddings and rerank (RAG)
+    audio = "audio"  # speech to text, text to speech
+    moderations = "moderations"
     images = "images"
     usage_own = "usage.own"
     usage_all = "usage.all"

@@ -6,10 +6,6 @@ from bff.policy.access import AccessPolicy
 from bff.upstream.catalog import Catalog, ModelEntry
 
 
-def visible_models(access: AccessPolicy, catalog: Catalog, principal: Principal) -> list[ModelEntry]:
-    return [entry for entry in catalog.models.values() if may_use(access, catalog, principal, entry)]
-
-
 def may_use(access: AccessPolicy, catalog: Catalog, principal: Principal, entry: ModelEntry) -> bool:
     target = catalog.get(entry.group) or entry
     return access.may_use_model(principal, target.name, target.tier)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bff.pipeline import gateway
 from bff.pipeline.bodies import JsonBody, documented, validate_body
-from bff.pipeline.chat_body import ChatCompletionRequest
+from bff.pipeline.llm_bodies import ChatCompletionRequest
 from bff.pipeline.operations import ChatCall
 from bff.policy.routing import TASK_NAME
 from bff.routes.product_chat import ProductChatResponse, product_response
@@ -65,6 +65,6 @@ async def generate(
 ) -> GenerateResponse:
     chat_body = validate_body(ChatCompletionRequest, body.chat_payload(services.router.model_for(body.task)))
     answer = await gateway.chat(services, call, request, chat_body, default_context=body.task)
-    assert isinstance(answer, gateway.ChatAnswer)  # chat_payload never streams
+    assert isinstance(answer, gateway.Answer)  # chat_payload never streams
     product = product_response(answer, call)
     return GenerateResponse(**product.model_dump(), task=body.task, mode=services.router.mode)

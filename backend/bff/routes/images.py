@@ -7,15 +7,18 @@ import asyncio
 import base64
 import re
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bff.errors import bad_request
 from bff.media.workflows import MAX_PROMPT_CHARS, MIN_SIDE, ImageOptions
-from bff.pipeline.bodies import JsonBody, documented
+from bff.pipeline import gateway
+from bff.pipeline import llm_operations as llm
+from bff.pipeline.bodies import documented, json_object, validate_body
+from bff.pipeline.llm_bodies import ImageGenerationRequest as LiteLLMImageRequest
 from bff.pipeline.operations import ImagesCall
 from bff.routes.media import image_url, resolve_params
 from bff.services import ServicesDep
@@ -63,15 +66,19 @@ def _size(size: str | None) -> tuple[int | None, int | None]:
     "/images/generations",
     response_model=ImagesResponse,
     response_model_exclude_none=True,
-    summary="Generate images (OpenAI-compatible); `model` names a workflow",
+    summary="Generate images (OpenAI-compatible); `model` names a ComfyUI workflow or a LiteLLM image model",
     **documented(ImageGenerationRequest),
 )
 async def generate_images(
-    request: Request,
-    services: ServicesDep,
-    call: ImagesCall,
-    body: Annotated[ImageGenerationRequest, Depends(JsonBody(ImageGenerationRequest))],
-) -> JSONResponse:
+    request: Request, services: ServicesDep, call: ImagesCall, payload: Annotated[dict[str, Any], Depends(json_object)]
+) -> Response:
+    model = payload.get("model")
+    if isinstance(model, str) and services.images.catalog.get(model) is None:
+        # Not a workflow: a LiteLLM image model (DALL-E, gpt-image, Gemini), through the same pipeline as chat
+        litellm_body = validate_body(LiteLLMImageRequest, payload)
+        served = await gateway.forward(services, call, request, llm.IMAGE_GENERATION, litellm_body)
+        return served.response() if isinstance(served, gateway.Answer) else served
+    body = validate_body(ImageGenerationRequest, payload)
     workflow = services.images.workflow(body.model)
     width, height = _size(body.size)
     params = resolve_params(workflow, ImageOptions(prompt=body.prompt, width=width, height=height, batch_size=body.n), OPENAI_FIELDS)

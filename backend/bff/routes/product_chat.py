@@ -12,7 +12,7 @@ from bff.pipeline import gateway
 from bff.pipeline.accounting import Usage
 from bff.pipeline.bodies import JsonBody, documented
 from bff.pipeline.call import Call
-from bff.pipeline.chat_body import ChatCompletionRequest
+from bff.pipeline.llm_bodies import ChatCompletionRequest
 from bff.pipeline.operations import ChatCall
 from bff.services import ServicesDep
 
@@ -58,7 +58,7 @@ def _content(answer: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) or content is None else str(content)
 
 
-def product_response(done: gateway.ChatAnswer, call: Call) -> ProductChatResponse:
+def product_response(done: gateway.Answer, call: Call) -> ProductChatResponse:
     """Built from what the pipeline recorded (served group, provider, fallbacks, cost)."""
     headers, answer = done.upstream.headers, done.answer
     usage = Usage.model_validate(answer.get("usage") or {})
@@ -94,5 +94,5 @@ async def product_chat(
     if body.stream:
         raise bad_request("invalid field 'stream': this route answers in one piece; stream with /v1/chat/completions")
     answer = await gateway.chat(services, call, request, body)
-    assert isinstance(answer, gateway.ChatAnswer)  # not a stream: checked above
+    assert isinstance(answer, gateway.Answer)  # not a stream: checked above
     return product_response(answer, call)

@@ -39,3 +39,9 @@ IMAGES_COUNT = "gateway.images.count"  # images produced (requested, when the jo
 IMAGES_STEPS = "gateway.images.steps"  # sampler steps per image
 IMAGES_SIZE = "gateway.images.size"  # "WIDTHxHEIGHT"
 IMAGES_WORKFLOW = "gateway.images.workflow"  # the workflow name from config/comfyui/workflows.yaml
+
+# Operation-specific figures: what LiteLLM prices audio, rerank and embeddings by
+EMBEDDING_INPUTS = "gateway.embeddings.inputs"  # inputs in one embeddings request
+SPEECH_CHARACTERS = "gateway.audio.characters"  # text to speech: characters that are not whitespace
+AUDIO_SECONDS = "gateway.audio.seconds"  # speech to text: the audio's duration
+SEARCH_UNITS = "gateway.rerank.search_units"  # rerank: the provider's billed search units

@@ -22,12 +22,15 @@ from bff.upstream.litellm import LiteLLMClient
 log = logging.getLogger("bff.catalog")
 
 PER_MILLION = 1_000_000
+# Metadata, not answers: its own bound, whatever UPSTREAM_TIMEOUT_SECONDS allows a model.
+LOAD_TIMEOUT_SECONDS = 10.0
 
 
 class ModelEntry(BaseModel):
     name: str = Field(description="the name callers use (a group or an alias)")
     group: str = Field(description="the model group the name resolves to")
     tier: str | None = None
+    mode: str | None = Field(default=None, description="LiteLLM's model_info.mode: chat, embedding, audio_speech, ...")
     capabilities: list[str] = Field(default_factory=list)
     description: str | None = None
     provider: str | None = None
@@ -61,6 +64,7 @@ class Catalog(BaseModel):
         default_factory=dict, description="LiteLLM's configured chains: kind (FALLBACK_KINDS) -> group -> targets"
     )
     provider_by_deployment: dict[str, str]
+    group_by_deployment: dict[str, str] = Field(default_factory=dict)
 
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
@@ -97,6 +101,7 @@ def build_catalog(
             name=name,
             group=group_of_deployment.get(ids[0], name) if ids else name,
             tier=first.get("gateway_tier"),
+            mode=first.get("mode"),
             capabilities=list(first.get("gateway_capabilities") or []),
             description=first.get("gateway_description"),
             provider=first.get("litellm_provider"),
@@ -107,7 +112,7 @@ def build_catalog(
         )
     settings = router_settings or {}
     fallbacks = {kind: parse_chains(settings.get(kind)) for kind in FALLBACK_KINDS}
-    return Catalog(models=models, fallbacks=fallbacks, provider_by_deployment=providers)
+    return Catalog(models=models, fallbacks=fallbacks, provider_by_deployment=providers, group_by_deployment=group_of_deployment)
 
 
 class CatalogCache:
@@ -129,9 +134,9 @@ class CatalogCache:
                 return self._catalog
             try:
                 info, listing, router = await asyncio.gather(
-                    self._client.get_json("/model/info"),
-                    self._client.get_json("/v1/models"),
-                    self._client.get_json("/router/settings"),  # the fallback chains LiteLLM runs with
+                    self._client.get_json("/model/info", LOAD_TIMEOUT_SECONDS),
+                    self._client.get_json("/v1/models", LOAD_TIMEOUT_SECONDS),
+                    self._client.get_json("/router/settings", LOAD_TIMEOUT_SECONDS),  # the fallback chains LiteLLM runs with
                 )
                 self._catalog = build_catalog(info.get("data", []), listing.get("data", []), router.get("current_values"))
                 self._fetched_at = time.monotonic()

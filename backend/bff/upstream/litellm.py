@@ -48,6 +48,19 @@ class LiteLLMClient:
                 await response.aclose()
         return response
 
+    async def post_form(
+        self, path: str, data: dict[str, str | list[str]], files: list[tuple[str, tuple[str, bytes, str]]], headers: dict[str, str]
+    ) -> httpx.Response:
+        """A multipart call (audio, image edits); httpx writes the content type with its boundary."""
+        form_headers = {name: value for name, value in headers.items() if name.lower() != "content-type"}
+        request = self._http.build_request("POST", path, data=data, files=files, headers=form_headers)
+        response = await self._send(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
     async def get(self, path: str, timeout_seconds: float | None = None) -> httpx.Response:
         timeout = httpx.USE_CLIENT_DEFAULT if timeout_seconds is None else timeout_seconds
         request = self._http.build_request("GET", path, timeout=timeout)
@@ -66,9 +79,9 @@ class LiteLLMClient:
             log.info("LiteLLM closed a connection before answering (%s); sending once more", type(exc).__name__)
         return await self._http.send(request, stream=True)
 
-    async def get_json(self, path: str) -> Any:
+    async def get_json(self, path: str, timeout_seconds: float | None = None) -> Any:
         """A 200 JSON answer; raises httpx.HTTPError or ValueError otherwise."""
-        response = await self.get(path)
+        response = await self.get(path, timeout_seconds)
         response.raise_for_status()
         return response.json()
 
