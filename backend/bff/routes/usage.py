@@ -45,6 +45,7 @@ def usage_query(
     user: Text = None,
     provider: Text = None,
     context: Text = None,
+    operation: Annotated[str | None, Query(max_length=64, description="chat, embeddings, audio_speech, ...")] = None,
     status: Annotated[str | None, Query(max_length=5, description="'ok', 'error' or an HTTP status")] = None,
 ) -> queries.UsageQuery:
     """The caller's filters, with the user filter forced to the caller unless they may read everyone's usage."""
@@ -56,7 +57,9 @@ def usage_query(
         if user is not None and user != principal.user_id:
             raise forbidden("you may only read your own usage", "usage_of_others")
         user = principal.user_id
-    return queries.UsageQuery.build(from_, to, model=model, user=user, provider=provider, context=context, status=status)
+    return queries.UsageQuery.build(
+        from_, to, model=model, user=user, provider=provider, context=context, operation=operation, status=status
+    )
 
 
 QueryDep = Annotated[queries.UsageQuery, Depends(usage_query)]

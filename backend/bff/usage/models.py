@@ -20,6 +20,7 @@ class Dimension(StrEnum):
     provider = "provider"
     role = "role"
     context = "context"
+    operation = "operation"
     status = "status"
     session = "session"
     outcome = "outcome"
@@ -57,6 +58,7 @@ class AppliedFilters(BaseModel):
     user: str | None = None
     provider: str | None = None
     context: str | None = None
+    operation: str | None = None
     status: str | None = None
 
 

@@ -50,6 +50,7 @@ _SHARED_DIMENSIONS = {
     Dimension.provider: "Provider",
     Dimension.role: "Role",
     Dimension.context: "Context",
+    Dimension.operation: "Operation",
 }
 
 # An error answer, or a stream that failed after it started with 200 (as the daily rollup counts).
@@ -91,7 +92,13 @@ _ROLLUP = SourceSql(
         Bucket.month: "toDateTime(toStartOfMonth(Day))",
     },
 )
-_FILTER_COLUMNS = {"model": "ModelGroup", "user": "UserId", "provider": "Provider", "context": "Context"}
+_FILTER_COLUMNS = {
+    "model": "ModelGroup",
+    "user": "UserId",
+    "provider": "Provider",
+    "context": "Context",
+    "operation": "Operation",
+}
 _FILL_STEP = {
     Bucket.hour: "toIntervalHour(1)",
     Bucket.day: "toIntervalDay(1)",
@@ -108,6 +115,7 @@ class UsageQuery:
     user: str | None = None
     provider: str | None = None
     context: str | None = None
+    operation: str | None = None  # gen_ai.operation.name: chat, embeddings, audio_speech, ...
     status: str | None = None  # "ok", "error" or a 3-digit HTTP status
 
     @classmethod
@@ -130,7 +138,14 @@ class UsageQuery:
         return Range(from_=self.start, to=self.end)
 
     def applied(self) -> AppliedFilters:
-        return AppliedFilters(model=self.model, user=self.user, provider=self.provider, context=self.context, status=self.status)
+        return AppliedFilters(
+            model=self.model,
+            user=self.user,
+            provider=self.provider,
+            context=self.context,
+            operation=self.operation,
+            status=self.status,
+        )
 
     def whole_days(self) -> bool:
         return all(moment.time() == time(0) for moment in (self.start, self.end))
