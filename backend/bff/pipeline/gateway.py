@@ -105,7 +105,10 @@ async def forward(
     if not operation.serves(entry.mode):
         route = MODE_ROUTES.get(entry.mode or "", "another route")
         raise bad_request(f"invalid field 'model': '{body.model}' is a {entry.mode} model; call it with {route}", "wrong_model_mode")
-    controls = services.fallbacks.request_controls(principal, entry, catalog)
+    if upload is None:
+        controls = services.fallbacks.request_controls(principal, entry, catalog)
+    else:
+        controls = services.fallbacks.form_controls(principal, entry, catalog)
     sent = body.upstream(principal.user_id, controls)
     headers = _upstream_headers(request.headers, call)
     streamed = body.streams or operation.meter is BytesMeter  # audio is relayed as it arrives
@@ -151,13 +154,16 @@ def _json(value: Any) -> bytes:
 
 
 def _form_fields(sent: dict[str, Any]) -> dict[str, str | list[str]]:
-    """A validated multipart body as form fields again (lists repeat their field)."""
+    """A validated multipart body as form fields again: lists as repeated `name[]` fields, as
+    LiteLLM (and the OpenAI SDKs) read them."""
     fields: dict[str, str | list[str]] = {}
     for name, value in sent.items():
         if isinstance(value, list):
-            fields[name] = [v if isinstance(v, str) else json.dumps(v) for v in value]
+            fields[f"{name}[]"] = [str(item) for item in value]
+        elif isinstance(value, bool):
+            fields[name] = "true" if value else "false"
         elif value is not None:
-            fields[name] = value if isinstance(value, str) else json.dumps(value)
+            fields[name] = str(value)
     return fields
 
 

@@ -42,6 +42,15 @@ class FallbackPolicy:
             controls[kind] = [{group: targets} for group, targets in chains.items()]
         return controls
 
+    def form_controls(self, principal: Principal, entry: ModelEntry, catalog: Catalog) -> dict[str, Any]:
+        """The same cut for a multipart call, whose fields are strings: LiteLLM reads repeated
+        `fallbacks[]` as a plain list of targets for any failure. With no allowed target, the
+        model itself (a retry of the same group) stands in for "none", which a form cannot say."""
+        targets: list[str] = []
+        for kind in FALLBACK_KINDS:
+            targets += [t for t in catalog.chain(kind, entry.group) if t not in targets and self._allowed(principal, catalog, t)]
+        return {"fallbacks": targets or [entry.group]}
+
     def served_outside(self, principal: Principal, served: str, catalog: Catalog) -> bool:
         """True when LiteLLM served a model the caller may not use: a bug, never expected."""
         return catalog.get(served) is not None and not self._allowed(principal, catalog, served)
