@@ -32,15 +32,16 @@ ensure_bff_venv() {
 
 MONITORING_DIR="$ROOT/backend/bff/monitoring"
 
-# Chart.js for the monitoring pages, exactly as pinned in backend/bff/monitoring/package-lock.json.
+# Chart.js for the monitoring pages and Swagger UI for /docs, exactly as pinned in
+# backend/bff/monitoring/package-lock.json.
 ensure_monitoring_assets() {
   local stamp="$MONITORING_DIR/node_modules/.installed"
   local want; want="$(sha256sum < "$MONITORING_DIR/package-lock.json" | cut -c1-16)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0
   fi
-  command -v npm >/dev/null || { log "npm not found: install Node.js 20+ for the monitoring charts"; return 1; }
-  log "installing the monitoring pages' browser assets (npm ci)"
+  command -v npm >/dev/null || { log "npm not found: install Node.js 20+ for the monitoring charts and /docs"; return 1; }
+  log "installing the browser assets: Chart.js, Swagger UI (npm ci)"
   (cd "$MONITORING_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) || return 1
   echo "$want" > "$stamp"
 }
