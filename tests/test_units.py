@@ -7,8 +7,8 @@ from starlette.datastructures import Headers
 
 from bff.errors import ApiError
 from bff.pipeline.call import Call
-from bff.pipeline.llm_bodies import ChatCompletionRequest
 from bff.pipeline.gateway import _upstream_headers
+from bff.pipeline.llm_bodies import ChatCompletionRequest
 from bff.pipeline.stream_meter import ChatMeter as StreamMeter
 from bff.upstream.errors import error_from_status
 

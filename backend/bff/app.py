@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from bff import docs
 from bff.errors import ApiError, ErrorResponse, install_error_handlers
 from bff.monitoring import pages as monitoring_pages
 from bff.pipeline.context import REQUEST_ID_HEADER, RequestContextMiddleware
@@ -51,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # /docs is served by bff.docs from local Swagger UI files: FastAPI's pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's own OpenTelemetry layer would cost CPU on every request and add spans
         # of its own; the gateway records exactly one span per request itself.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, openai_compat, images, catalog, product_chat, generate, usage, ollama, media, monitoring_pages):
         app.include_router(module.router)
     app.include_router(openai_compat.root_router)
+    docs.install(app)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -31,6 +31,7 @@ class SseMeter(ABC):
         self.usage: dict[str, Any] | None = None
         self.error: ApiError | None = None
         self.finished = False  # the answer is complete: nothing but usage can follow
+        self.done = False  # saw `data: [DONE]`: the stream's last event
 
     def delivered_text(self) -> str:
         return "".join(self._delivered)
@@ -67,6 +68,7 @@ class SseMeter(ABC):
                 continue
             payload = line[len(DATA) :].strip()
             if payload == b"[DONE]":
+                self.done = True
                 continue
             try:
                 message = json.loads(payload)
@@ -143,6 +145,7 @@ class BytesMeter:
     usage: dict[str, Any] | None = None
     error: ApiError | None = None
     finished = False
+    done = False  # audio has no last event: delivered in full only at its end
 
     def feed(self, chunk: bytes) -> bytes:
         return chunk

@@ -38,7 +38,8 @@ class StreamRelay:
         self._upstream = upstream
         self._on_first_byte = on_first_byte
         self._grace = grace_seconds
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_EVENTS)  # None: the end
+        # (data, whether it holds the stream's last event); None: the end
+        self._queue: asyncio.Queue[tuple[bytes, bool] | None] = asyncio.Queue(QUEUE_EVENTS)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -59,15 +60,18 @@ class StreamRelay:
 
     async def _put(self, data: bytes) -> None:
         if data and not self.client_gone:
-            await self._queue.put(data)
+            await self._queue.put((data, self.meter.done))
 
     async def body(self) -> AsyncIterator[bytes]:
-        data = await self._queue.get()
-        if data is not None:
+        item = await self._queue.get()
+        if item is not None:
             self._on_first_byte()
-        while data is not None:
+        while item is not None:
+            data, last = item
             yield data
-            data = await self._queue.get()
+            if last:  # a client may hang up once it has the last event (the OpenAI SDKs do)
+                self.delivered_all = True
+            item = await self._queue.get()
         self.delivered_all = True
 
     async def finish(self) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
-from bff.errors import ApiError, not_found
+from bff.errors import ApiError, ErrorResponse, not_found
 from bff.pipeline import gateway
 from bff.pipeline import llm_operations as llm
 from bff.pipeline.bodies import JsonBody, documented
@@ -145,7 +145,11 @@ async def transcriptions(
     return await _forward(request, services, call, llm.TRANSCRIPTION, body, upload)
 
 
-@router.post("/audio/translations", summary="Not served: LiteLLM 1.106 has no translations route")
+@router.post(
+    "/audio/translations",
+    summary="Not served: LiteLLM 1.106 has no translations route",
+    responses={501: {"model": ErrorResponse, "description": "not available through this gateway"}},
+)
 async def translations(_: TranscriptionCall) -> Response:
     raise ApiError(
         501,
