@@ -35,7 +35,7 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1360,2300",
+    "--window-size=1360,2700",
 ]
 # Everything the page shows, as the browser sees it: Chart.js's own chart objects, the
 # numbers in the cards (text and raw value) and the table cells.
@@ -65,6 +65,9 @@ return {
   kpis: kpis,
   models: rows('model-table'),
   users: rows('user-table'),
+  operations: rows('operation-table'),
+  operation_options: Array.from(document.querySelectorAll('#operation-options option')).map((o) => o.value),
+  operation_filter: document.querySelector('input[name="operation"]').value,
   top_users: document.getElementById('top-users') !== null && !document.getElementById('top-users').hidden,
   user_filter: document.querySelector('input[name="user"]') !== null,
   viewer: document.getElementById('viewer').textContent,
@@ -123,6 +126,26 @@ def traffic(bff: Bff, admin_token: str, user_token: str) -> dict[str, Any]:
     return {"fresh": fresh, "requests": 6, "errors": 1, "fallbacks": 1, "ok": 5}
 
 
+@pytest.fixture(scope="module")
+def operation_traffic(bff: Bff, admin_token: str) -> dict[str, Any]:
+    """Three gateway operations by one fresh user: chat, embeddings (one of them failing) and an image."""
+    user = f"ops-{uuid.uuid4().hex[:8]}"
+    with _as_user(bff, user) as client:
+        for body in (chat_body(), chat_body(stream=True)):
+            assert client.post("/v1/chat/completions", json=body).status_code == 200
+        for inputs in ("hello", ["one", "two"]):
+            answer = client.post("/v1/embeddings", json={"model": "fake-embed", "input": inputs})
+            assert answer.status_code == 200, answer.text
+        assert client.post("/v1/embeddings", json={"model": "fake-embed-broken", "input": "x"}).status_code >= 500
+        image = client.post("/v1/images/generations", json={"model": "mock-image", "prompt": "monitoring", "size": "256x256"})
+        assert image.status_code == 200, image.text
+    requests = {"chat": 2, "embeddings": 3, "images": 1}
+    with bff.client(admin_token) as admin:
+        _wait_for(admin, {"user": user}, sum(requests.values()))
+        _settle(admin)
+    return {"user": user, "requests": requests, "errors": {"chat": 0, "embeddings": 1, "images": 0}}
+
+
 def _settle(client: httpx.Client) -> None:
     """Waits until no span from earlier tests is still on its way to the store."""
     last = None
@@ -161,6 +184,16 @@ def _ready(driver: webdriver.Chrome, query_contains: str = "") -> dict[str, Any]
     return driver.execute_script(SNAPSHOT_JS)
 
 
+def _full_page_screenshot(driver: webdriver.Chrome, name: str) -> None:
+    size = driver.get_window_size()
+    page, chrome = driver.execute_script("return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]")
+    driver.set_window_size(size["width"], max(size["height"], page + chrome))
+    try:
+        driver.save_screenshot(str(OUTPUT / name))
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+
+
 def _problems(driver: webdriver.Chrome) -> list[str]:
     """Script errors and Content-Security-Policy violations the browser reported."""
     return [
@@ -197,6 +230,22 @@ def _assert_kpis(kpis: dict[str, dict[str, str]], totals: dict[str, Any]) -> Non
     assert kpis["error_rate"]["text"] == f"{100 * totals['errors'] / totals['requests']:.1f}%"
 
 
+def _usd(value: float) -> str:
+    return f"${value:.6f}" if value != 0 and abs(value) < 1 else f"${value:.2f}"
+
+
+def _assert_operation_table(page: dict[str, Any], client: httpx.Client) -> list[dict[str, Any]]:
+    """The operation table is the usage API's breakdown by operation, cell by cell."""
+    rows = _usage(client, "breakdown", page["query"], by="operation", limit="50")["rows"]
+    expected = [
+        [_label(r["key"]), f"{r['requests']:,}", f"{r['errors']:,}", f"{r['input_tokens']:,}", f"{r['output_tokens']:,}", _usd(r["cost_usd"])]
+        for r in rows
+    ]
+    assert page["operations"] == (expected or [["No requests in this range."]])
+    assert {r["key"] for r in rows if r["key"]} <= set(page["operation_options"])
+    return rows
+
+
 def _assert_charts(page: dict[str, Any], client: httpx.Client) -> dict[str, Any]:
     """Every chart's data equals what the usage API answers for the same range and filters."""
     query, charts = page["query"], page["charts"]
@@ -224,6 +273,19 @@ def _assert_charts(page: dict[str, Any], client: httpx.Client) -> dict[str, Any]
 
     assert charts["chart-status"]["labels"] == [r["key"] for r in statuses]
     assert charts["chart-status"]["datasets"][0]["data"] == [r["requests"] for r in statuses]
+
+    operations = _assert_operation_table(page, client)
+    by_operation = charts["chart-operations"]
+    assert by_operation["labels"] == [_label(r["key"]) for r in operations]
+    assert [d["label"] for d in by_operation["datasets"]] == ["Requests", "Errors", "Cost (USD)"]
+    assert by_operation["datasets"][0]["data"] == [r["requests"] for r in operations]
+    assert by_operation["datasets"][1]["data"] == [r["errors"] for r in operations]
+    assert by_operation["datasets"][2]["data"] == [r["cost_usd"] for r in operations]
+    assert sum(r["requests"] for r in operations) == summary["totals"]["requests"]
+    outcomes = _usage(client, "breakdown", query, by="outcome", limit="20")["rows"]
+    assert charts["chart-outcomes"]["labels"] == [_label(r["key"]) for r in outcomes]
+    assert charts["chart-outcomes"]["datasets"][0]["data"] == [r["requests"] for r in outcomes]
+    assert sum(r["requests"] for r in outcomes) == summary["totals"]["requests"]
     assert all(chart is not None and chart["width"] > 0 for chart in charts.values() if chart is not None)
     return summary
 
@@ -309,6 +371,54 @@ def test_admin_filters_one_user(browser: webdriver.Chrome, bff: Bff, admin_token
         "403": 1,
     }
     assert [row[0] for row in page["users"]] == [traffic["fresh"]]
+    assert [row[:3] for row in page["operations"]] == [["chat", str(traffic["requests"]), str(traffic["errors"])]]
+    assert _problems(browser) == []
+
+
+def test_operations_panel_and_filter(browser: webdriver.Chrome, bff: Bff, admin_token: str, operation_traffic: dict[str, Any]) -> None:
+    user, requests = operation_traffic["user"], operation_traffic["requests"]
+    _open(browser, bff.url, f"/monitoring/?range=24h&user={user}", admin_token)
+    page = _ready(browser, f"user={user}")
+    with bff.client(admin_token) as admin:
+        everything = _assert_charts(page, admin)
+    assert {row[0]: row[1] for row in page["operations"]} == {name: str(count) for name, count in requests.items()}
+    assert {row[0]: row[2] for row in page["operations"]} == {name: str(count) for name, count in operation_traffic["errors"].items()}
+    assert set(requests) <= set(page["operation_options"]) and page["operation_filter"] == ""
+    assert "completed" in page["charts"]["chart-outcomes"]["labels"] and len(page["charts"]["chart-outcomes"]["labels"]) >= 2
+    _full_page_screenshot(browser, "monitoring-operations.png")
+
+    # Choosing an operation narrows everything on the page to it, and the list still offers the others.
+    operation_input = browser.find_element(By.CSS_SELECTOR, 'input[name="operation"]')
+    operation_input.clear()
+    operation_input.send_keys("embeddings")
+    browser.find_element(By.CSS_SELECTOR, '#filters button[type="submit"]').click()
+    page = _ready(browser, "operation=embeddings")
+    assert "operation=embeddings" in page["url"] and f"user={user}" in page["url"]
+    assert "operation = embeddings" in browser.find_element(By.ID, "status-line").text
+    with bff.client(admin_token) as admin:
+        narrowed = _assert_charts(page, admin)
+        direct = _usage(admin, "summary", "", user=user, operation="embeddings")
+    assert narrowed["filters"]["operation"] == "embeddings"
+    assert narrowed["totals"]["requests"] == direct["totals"]["requests"] == requests["embeddings"]
+    assert page["kpis"]["requests"]["value"] == str(requests["embeddings"]) and page["kpis"]["errors"]["value"] == "1"
+    assert float(page["kpis"]["cost_usd"]["value"]) == direct["totals"]["cost_usd"]
+    assert int(page["kpis"]["input_tokens"]["value"]) == direct["totals"]["input_tokens"] > 0
+    assert everything["totals"]["requests"] > narrowed["totals"]["requests"]
+    assert [row[0] for row in page["operations"]] == ["embeddings"]
+    assert {row[0] for row in page["models"]} == {"fake-embed", "fake-embed-broken"}
+    assert set(requests) <= set(page["operation_options"])
+
+    # A bookmarked operation is restored into the filter.
+    _open(browser, bff.url, f"/monitoring/?range=24h&user={user}&operation=images", admin_token)
+    page = _ready(browser, "operation=images")
+    assert page["operation_filter"] == "images"
+    with bff.client(admin_token) as admin:
+        images = _assert_charts(page, admin)
+    assert images["totals"]["requests"] == requests["images"] and images["totals"]["cost_usd"] > 0
+    assert [row[0] for row in page["operations"]] == ["images"] and [row[0] for row in page["models"]] == ["mock-image"]
+    browser.find_element(By.ID, "reset").click()
+    page = _ready(browser)
+    assert page["operation_filter"] == "" and "operation=" not in page["url"]
     assert _problems(browser) == []
 
 
@@ -378,4 +488,5 @@ def test_missing_chart_library_is_reported(
     assert all(chart is None for chart in page["charts"].values())
     with bff.client(admin_token) as admin:
         _assert_kpis(page["kpis"], _usage(admin, "summary", page["query"])["totals"])
+        _assert_operation_table(page, admin)
 

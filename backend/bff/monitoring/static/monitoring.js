@@ -11,7 +11,7 @@
     "90d": { label: "90 d", days: 90, bucket: "day" },
   };
   const DEFAULT_RANGE = "7d";
-  const FILTERS = ["model", "user", "context"];
+  const FILTERS = ["model", "user", "context", "operation"];
   const COLORS = {
     blue: "#2563eb",
     sky: "#7dd3fc",
@@ -29,7 +29,7 @@
   const byId = (id) => document.getElementById(id);
   const integer = new Intl.NumberFormat("en-US");
   const tick = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 3 });
-  const known = { model: new Set(), user: new Set(), context: new Set() };
+  const known = { model: new Set(), user: new Set(), context: new Set(), operation: new Set() };
   let viewer = null;
   let loadCount = 0;
 
@@ -350,6 +350,58 @@
     );
   }
 
+  function renderOperations(rows) {
+    const chartOptions = options(MODEL_TICKS, COUNT_TICKS);
+    chartOptions.scales.y.title = { display: true, text: "Requests" };
+    chartOptions.scales.y1 = { position: "right", beginAtZero: true, grid: { drawOnChartArea: false }, ticks: USD_TICKS, title: { display: true, text: "Cost (USD)" } };
+    drawChart(
+      "chart-operations",
+      {
+        type: "bar",
+        data: {
+          labels: rows.map((row) => modelLabel(row.key)),
+          datasets: [
+            dataset("Requests", rows.map((r) => r.requests), COLORS.blue, { yAxisID: "y" }),
+            dataset("Errors", rows.map((r) => r.errors), COLORS.red, { yAxisID: "y" }),
+            dataset("Cost (USD)", rows.map((r) => r.cost_usd), COLORS.green, { yAxisID: "y1" }),
+          ],
+        },
+        options: chartOptions,
+      },
+      rows.length === 0,
+    );
+    fillTable("operation-table", rows, (row) => [
+      modelLabel(row.key),
+      formatInt(row.requests),
+      formatInt(row.errors),
+      formatInt(row.input_tokens),
+      formatInt(row.output_tokens),
+      formatUsd(row.cost_usd),
+    ]);
+  }
+
+  function renderOutcomes(rows) {
+    let others = 0;
+    drawChart(
+      "chart-outcomes",
+      {
+        type: "doughnut",
+        data: {
+          labels: rows.map((row) => modelLabel(row.key)),
+          datasets: [
+            {
+              label: "Requests",
+              data: rows.map((row) => row.requests),
+              backgroundColor: rows.map((row) => (row.key === "completed" ? COLORS.green : ERROR_COLORS[others++ % ERROR_COLORS.length])),
+            },
+          ],
+        },
+        options: { animation: false, responsive: true, maintainAspectRatio: false, plugins: { legend: { position: "right" } } },
+      },
+      rows.length === 0,
+    );
+  }
+
   function statusColors(rows) {
     let errors = 0;
     return rows.map((row) => (Number(row.key) < 400 ? COLORS.green : ERROR_COLORS[errors++ % ERROR_COLORS.length]));
@@ -430,7 +482,13 @@
         base[name] = state[name];
       }
     }
-    const query = (extra) => "?" + new URLSearchParams(Object.assign({}, base, extra)).toString();
+    const query = (extra, without) => {
+      const params = Object.assign({}, base, extra);
+      if (without) {
+        delete params[without];
+      }
+      return "?" + new URLSearchParams(params).toString();
+    };
     const count = ++loadCount;
     dashboard.dataset.status = "loading";
     byId("error-line").hidden = true;
@@ -441,12 +499,17 @@
       getJson(API + "breakdown" + query({ by: "model", limit: "20" })),
       getJson(API + "breakdown" + query({ by: "status", limit: "20" })),
       getJson(API + "breakdown" + query({ by: "context", limit: "50" })),
+      getJson(API + "breakdown" + query({ by: "operation", limit: "50" })),
+      getJson(API + "breakdown" + query({ by: "outcome", limit: "20" })),
     ];
+    // With an operation chosen, the operation list still offers every operation of the range.
+    const allOperations = state.operation ? getJson(API + "breakdown" + query({ by: "operation", limit: "50" }, "operation")) : null;
     if (viewer.scope === "all") {
       calls.push(getJson(API + "breakdown" + query({ by: "user", limit: "10" })));
     }
     try {
-      const [summary, series, models, statuses, contexts, users] = await Promise.all(calls);
+      const [results, everyOperation] = await Promise.all([Promise.all(calls), allOperations]);
+      const [summary, series, models, statuses, contexts, operations, outcomes, users] = results;
       if (count !== loadCount) {
         return;
       }
@@ -454,8 +517,11 @@
       renderTimeseries(series);
       renderModels(models.rows);
       renderStatuses(statuses.rows);
+      renderOperations(operations.rows);
+      renderOutcomes(outcomes.rows);
       remember("model", models.rows);
       remember("context", contexts.rows);
+      remember("operation", (everyOperation || operations).rows);
       if (users) {
         renderUsers(users.rows);
         remember("user", users.rows);
@@ -565,7 +631,7 @@
       }
     });
     byId("reset").addEventListener("click", () => {
-      writeControls({ range: DEFAULT_RANGE, model: "", user: "", context: "" });
+      writeControls({ range: DEFAULT_RANGE, model: "", user: "", context: "", operation: "" });
       load();
     });
   }
