@@ -78,7 +78,7 @@ AS SELECT
     SpanAttributes['error.type'] AS ErrorType,
     -- how the request ended (gateway.outcome); spans from before it: by status
     if(SpanAttributes['gateway.outcome'] != '', SpanAttributes['gateway.outcome'],
-       if(HttpStatus >= 400, 'refused', 'completed')) AS Outcome,
+       multiIf(HttpStatus >= 500, 'upstream_failed', HttpStatus >= 400, 'refused', 'completed')) AS Outcome,
     SpanAttributes['gateway.cost.estimated'] = 'true' AS CostEstimated
 FROM otel.otel_traces
 WHERE SpanAttributes['gateway.operation'] != '';

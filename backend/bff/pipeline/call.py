@@ -22,8 +22,8 @@ class Outcome(StrEnum):
     """How a request ended, whatever HTTP status its response started with."""
 
     completed = "completed"  # answered in full
-    refused = "refused"  # the gateway or LiteLLM answered with an error before any content
-    upstream_failed = "upstream_failed"  # LiteLLM or the provider failed after content started
+    refused = "refused"  # a 4xx before any content: the gateway, LiteLLM or the provider said no
+    upstream_failed = "upstream_failed"  # LiteLLM or the provider failed: a 5xx, or a stream cut by them
     client_disconnected = "client_disconnected"  # the caller left before the answer was complete
 
 
@@ -87,6 +87,8 @@ class Call:
     def final_outcome(self, status: int) -> Outcome:
         if self.outcome is not None:
             return self.outcome
+        if status >= 500:
+            return Outcome.upstream_failed
         return Outcome.refused if status >= 400 else Outcome.completed
 
     def span_attributes(self, status: int) -> dict[str, Any]:
