@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The local stack, no Docker: LiteLLM proxy (config/litellm.dev.yaml, mock models that
-# need no provider keys) and the BFF (static dev users). Ctrl-C stops everything.
+# The local stack, no Docker: a loopback mock provider (scripts/mock_provider.py), the
+# LiteLLM proxy (config/litellm.dev.yaml, mock models that need no provider keys) and the
+# BFF (static dev users). Ctrl-C stops everything.
 #
-#   scripts/dev.sh                     BFF on :8080, LiteLLM on :4000
-#   BFF_PORT=9000 LITELLM_PORT=4100 scripts/dev.sh
+#   scripts/dev.sh                     BFF on :8080, LiteLLM on :4000, mock provider on a free port
+#   BFF_PORT=9000 LITELLM_PORT=4100 MOCK_PROVIDER_PORT=4200 scripts/dev.sh
 #   DATA_DIR=/tmp/stack scripts/dev.sh  secrets, logs, embedded ClickHouse and media there
 #
 # Secrets for the local stack are generated once into $DATA_DIR/dev.env (default .data/).
@@ -52,17 +53,40 @@ export GENERATOR_MODE="${GENERATOR_MODE:-mock}"  # tasks and images go to mock d
 export LITELLM_LOCAL_MODEL_COST_MAP=True  # never download the price map at start-up
 export CLICKHOUSE_URL="${CLICKHOUSE_URL:-chdb://$DATA_DIR/clickhouse}" MEDIA_DIR="${MEDIA_DIR:-$DATA_DIR/media}"
 LITELLM_CONFIG="${LITELLM_CONFIG:-$ROOT/config/litellm.dev.yaml}"
+MOCK_PROVIDER_PORT="${MOCK_PROVIDER_PORT:-0}"  # 0: a free port, chosen by the mock provider itself
 
 pids=()
 stop_all() {
   trap - INT TERM EXIT
   if [ ${#pids[@]} -gt 0 ]; then
     log "stopping"
-    kill "${pids[@]}" 2>/dev/null || true  # either may have exited already
+    kill "${pids[@]}" 2>/dev/null || true  # any of them may have exited already
     wait "${pids[@]}" 2>/dev/null || true
   fi
 }
 trap stop_all INT TERM EXIT
+
+# The keyless provider behind the mock models that LiteLLM's mock_response cannot serve
+# (embeddings, Responses, audio, moderations, rerank, images, tool calls): it binds its port
+# and writes it to a file, so that no other process can take the port in between.
+port_file="$DATA_DIR/mock-provider.port"
+rm -f "$port_file"
+log "starting the mock provider, log in $LOGS/mock-provider.log"
+"$BFF_VENV/bin/python" "$ROOT/scripts/mock_provider.py" --host 127.0.0.1 --port "$MOCK_PROVIDER_PORT" --port-file "$port_file" \
+  > "$LOGS/mock-provider.log" 2>&1 &
+mock_pid=$!
+pids+=("$mock_pid")
+deadline=$((SECONDS + 30))
+until [ -s "$port_file" ]; do
+  if ! kill -0 "$mock_pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+    tail -n 30 "$LOGS/mock-provider.log" >&2; die "the mock provider did not start"
+  fi
+  sleep 0.1
+done
+mock_port="$(cat "$port_file")"
+export MOCK_PROVIDER_ROOT="http://127.0.0.1:$mock_port" MOCK_PROVIDER_URL="http://127.0.0.1:$mock_port/v1"
+wait_for_http "$MOCK_PROVIDER_ROOT/health" 30 "mock provider" "$mock_pid" \
+  || { tail -n 30 "$LOGS/mock-provider.log" >&2; die "the mock provider did not become ready"; }
 
 log "starting LiteLLM on :$LITELLM_PORT ($(basename "$LITELLM_CONFIG")), log in $LOGS/litellm.log"
 # LiteLLM's otel callback (config/litellm.yaml) has no collector here: its spans are off
@@ -72,14 +96,16 @@ litellm_otel_off=true
 # Its keep-alive outlasts the BFF's pool expiry (LITELLM_POOL_KEEPALIVE_SECONDS), as in compose.
 OTEL_SDK_DISABLED="$litellm_otel_off" "$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" --host 127.0.0.1 --port "$LITELLM_PORT" \
   --keepalive_timeout 30 > "$LOGS/litellm.log" 2>&1 &
-pids+=($!)
-wait_for_http "http://127.0.0.1:$LITELLM_PORT/health/readiness" 120 LiteLLM "${pids[0]}" \
+litellm_pid=$!
+pids+=("$litellm_pid")
+wait_for_http "http://127.0.0.1:$LITELLM_PORT/health/readiness" 120 LiteLLM "$litellm_pid" \
   || { tail -n 30 "$LOGS/litellm.log" >&2; die "LiteLLM did not become ready"; }
 
 log "starting the BFF on :$BFF_PORT, log in $LOGS/bff.log"
 (cd "$ROOT" && exec "$BFF_VENV/bin/python" -m bff) > "$LOGS/bff.log" 2>&1 &
-pids+=($!)
-wait_for_http "http://127.0.0.1:$BFF_PORT/health/ready" 60 BFF "${pids[1]}" \
+bff_pid=$!
+pids+=("$bff_pid")
+wait_for_http "http://127.0.0.1:$BFF_PORT/health/ready" 60 BFF "$bff_pid" \
   || { tail -n 30 "$LOGS/bff.log" >&2; die "the BFF did not become ready"; }
 
 admin_token="$("$BFF_VENV/bin/python" "$ROOT/scripts/dev_token.py" --role admin)"
@@ -87,8 +113,12 @@ user_token="$("$BFF_VENV/bin/python" "$ROOT/scripts/dev_token.py" --role user)"
 cat <<INFO
 
   BFF        http://127.0.0.1:$BFF_PORT   (OpenAPI docs: /docs, readiness: /health/ready)
-  LiteLLM    http://127.0.0.1:$LITELLM_PORT
-  Models     mock-mini, mock-standard (users and admins), mock-premium (admins only)
+  LiteLLM    http://127.0.0.1:$LITELLM_PORT   (master key: LITELLM_MASTER_KEY in $DEV_ENV)
+  Mocks      http://127.0.0.1:$mock_port/v1   (scripts/mock_provider.py, no key needed)
+  Models     chat: mock-mini, mock-standard (users and admins), mock-premium (admins only),
+             mock-tools (calls the generate_image tool); mock-completion (legacy completions),
+             mock-responses, mock-embed, mock-rerank, mock-stt, mock-tts, mock-moderation,
+             mock-image-gen, mock-image-edit
 
   Admin token (12 h):  $admin_token
   User token  (12 h):  $user_token
@@ -99,9 +129,9 @@ cat <<INFO
       -H "Authorization: Bearer $user_token" -H 'Content-Type: application/json' \\
       -d '{"model": "mock-mini", "messages": [{"role": "user", "content": "Hello"}]}'
 
-  Ctrl-C stops both.
+  Ctrl-C stops everything.
 INFO
 
-# Exit (and stop the other one) as soon as either process ends.
+# Exit (and stop the others) as soon as any process ends.
 wait -n "${pids[@]}"
 die "a process of the local stack exited; see $LOGS/"

@@ -56,6 +56,7 @@ def litellm_url(fake_provider: tuple[ThreadServer, FakeProviderState]) -> Iterat
         [str(LITELLM_BIN), "--config", str(ROOT / "tests" / "fixtures" / "litellm.test.yaml"), "--host", "127.0.0.1", "--port", str(port)],
         {
             "FAKE_PROVIDER_URL": fake_provider[0].url + "/v1",
+            "FAKE_PROVIDER_ROOT": fake_provider[0].url,  # Cohere rerank posts to {api_base}/v2/rerank
             "LITELLM_MASTER_KEY": MASTER_KEY,
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         },
