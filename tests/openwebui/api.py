@@ -3,6 +3,8 @@
 Routes (open_webui/routers/auths.py, users.py, main.py): the first sign-up becomes the
 admin; an admin adds users with a role; an admin changes a user's role; models and chat
 go through Open-WebUI's own /api routes, which call the BFF as their OpenAI connection.
+Files, knowledge, audio (routers/files.py, knowledge.py, audio/) and the Action route
+(main.py /api/chat/actions/{id}) call the BFF through the connections openwebui.env sets.
 """
 
 from dataclasses import dataclass
@@ -67,8 +69,50 @@ class OpenWebUIApi:
         answer.raise_for_status()
         return {model["id"] for model in answer.json()["data"]}
 
-    def chat(self, account: Account, model: str, content: str = "Say hello") -> httpx.Response:
+    def chat(self, account: Account, model: str, content: str = "Say hello", **extra: Any) -> httpx.Response:
         """POST /api/chat/completions, not streamed, no saved chat: Open-WebUI answers with the BFF's reply."""
-        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}], "stream": False}
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}], "stream": False, **extra}
         with self._client(account.token) as client:
             return client.post("/api/chat/completions", json=body)
+
+    def call(self, account: Account, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._client(account.token) as client:
+            return client.request(method, path, **kwargs)
+
+    def upload_file(self, account: Account, name: str, content: bytes, content_type: str) -> dict[str, Any]:
+        """POST /api/v1/files/ as the UI uploads a document, processed (extracted, chunked, embedded) before it answers."""
+        answer = self.call(
+            account, "POST", "/api/v1/files/", params={"process": "true", "process_in_background": "false"},
+            files={"file": (name, content, content_type)},
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def create_knowledge(self, account: Account, name: str, access_grants: list[dict[str, str]] | None = None) -> str:
+        answer = self.call(
+            account, "POST", "/api/v1/knowledge/create",
+            json={"name": name, "description": f"{name} (test)", "access_grants": access_grants or []},
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["id"])
+
+    def add_to_knowledge(self, account: Account, knowledge_id: str, file_id: str) -> httpx.Response:
+        """POST /api/v1/knowledge/{id}/file/add: the file's chunks go into the knowledge base's collection."""
+        return self.call(account, "POST", f"/api/v1/knowledge/{knowledge_id}/file/add", json={"file_id": file_id})
+
+    def speech(self, account: Account, text: str) -> httpx.Response:
+        """POST /api/v1/audio/speech as the browser's read-aloud button sends it."""
+        return self.call(account, "POST", "/api/v1/audio/speech", json={"input": text, "voice": "alloy"})
+
+    def transcribe(self, account: Account, name: str, audio: bytes, content_type: str) -> httpx.Response:
+        """POST /api/v1/audio/transcriptions as the microphone button uploads a recording."""
+        return self.call(account, "POST", "/api/v1/audio/transcriptions", files={"file": (name, audio, content_type)})
+
+    def new_chat(self, account: Account, chat: dict[str, Any]) -> str:
+        answer = self.call(account, "POST", "/api/v1/chats/new", json={"chat": chat})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["id"])
+
+    def action(self, account: Account, action_id: str, body: dict[str, Any]) -> httpx.Response:
+        """POST /api/chat/actions/{id}: what the button under an assistant message sends."""
+        return self.call(account, "POST", f"/api/chat/actions/{action_id}", json=body)

@@ -2,7 +2,9 @@
 
 Open-WebUI needs the BFF's URL (its OpenAI connection) and the BFF needs Open-WebUI's
 (its role source, ROLE_SOURCE=api), so Open-WebUI's port is picked first. Both share the
-test secrets; Open-WebUI's other settings come from webui-integration/openwebui.env.
+test secrets; Open-WebUI's other settings come from webui-integration/openwebui.env, with
+every BFF URL in it pointed at the test BFF, every matching key set to the service key,
+and the deployment's model names replaced by the test LiteLLM's fake deployments.
 """
 
 import os
@@ -26,15 +28,41 @@ from openwebui.api import Account, OpenWebUIApi
 from openwebui.process import OFFLINE, OpenWebUIProcess, read_env_file
 from support.servers import free_port
 
-OPENWEBUI_BIN = Path(os.environ.get("OPENWEBUI_BIN", ROOT / ".venv-openwebui" / "bin" / "open-webui"))
+# Resolved: Open-WebUI runs in its data directory, so a relative OPENWEBUI_BIN would not be found there.
+OPENWEBUI_BIN = Path(os.environ.get("OPENWEBUI_BIN", ROOT / ".venv-openwebui" / "bin" / "open-webui")).absolute()
 ENV_FILE = ROOT / "webui-integration" / "openwebui.env"
 ROLE_CACHE_TTL_SECONDS = 2.0
+BFF_IN_ENV_FILE = "http://bff:8080"  # how openwebui.env names the BFF (compose)
+# openwebui.env's model names -> the test LiteLLM's deployments (tests/fixtures/litellm.test.yaml)
+TEST_MODELS = {
+    "RAG_EMBEDDING_MODEL": "fake-embed",
+    "AUDIO_STT_MODEL": "fake-stt",
+    "AUDIO_TTS_MODEL": "fake-tts",
+    "IMAGE_EDIT_MODEL": "fake-image-edit",
+    "IMAGE_GENERATION_MODEL": "mock-image",  # the BFF's mock workflow (no ComfyUI)
+}
+
+
+def key_of(base_url_variable: str) -> str:
+    """OPENAI_API_BASE_URL -> OPENAI_API_KEY, RAG_OPENAI_API_BASE_URL -> RAG_OPENAI_API_KEY, ..."""
+    return base_url_variable.replace("_BASE_URL", "_KEY")
+
+
+def openwebui_settings(env: dict[str, str], bff_url: str) -> dict[str, str]:
+    """openwebui.env for this run: each BFF URL pointed at the test BFF, its key the service key."""
+    settings = dict(env)
+    for name, value in env.items():
+        if value.startswith(BFF_IN_ENV_FILE):
+            settings[name] = bff_url + value.removeprefix(BFF_IN_ENV_FILE)
+            settings[key_of(name)] = SERVICE_KEY
+    return {**settings, **TEST_MODELS}
 
 
 @dataclass
 class Stack:
     openwebui: OpenWebUIApi
     bff: Bff
+    settings: dict[str, str]  # Open-WebUI's environment
 
 
 @pytest.fixture(scope="session")
@@ -52,13 +80,11 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
     )
     data_dir = tmp_path_factory.mktemp("openwebui-data")
     settings = {
-        **read_env_file(ENV_FILE),
+        **openwebui_settings(read_env_file(ENV_FILE), bff.url),
         **OFFLINE,
-        # What differs from a deployment: this run's BFF, secrets and data directory.
-        "OPENAI_API_BASE_URL": f"{bff.url}/v1",
-        "OPENAI_API_KEY": SERVICE_KEY,
-        "IMAGES_OPENAI_API_BASE_URL": f"{bff.url}/v1",
-        "IMAGES_OPENAI_API_KEY": SERVICE_KEY,
+        # What differs from a deployment: this run's secrets and data directory, and image edits
+        # switched on (openwebui.env leaves them off: they need a LiteLLM image_edit model).
+        "ENABLE_IMAGE_EDIT": "true",
         "FORWARD_USER_INFO_HEADER_JWT_SECRET": FORWARD_SECRET,
         "WEBUI_SECRET_KEY": WEBUI_SECRET,
         "DATA_DIR": str(data_dir),
@@ -72,7 +98,7 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
         process.stop()
         raise
     _report(request.config, f"Open-WebUI ready in {seconds:.1f} s (log: {process.log_path})")
-    yield Stack(openwebui=OpenWebUIApi(process.url), bff=bff)
+    yield Stack(openwebui=OpenWebUIApi(process.url), bff=bff, settings=settings)
     process.stop()
 
 

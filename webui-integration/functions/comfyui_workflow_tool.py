@@ -7,7 +7,7 @@ required_open_webui_version: 0.12.0
 description: Runs a named ComfyUI workflow through the LLM gateway (BFF) as the calling user, shows its progress and then the finished images in the chat.
 """
 
-# An Open-WebUI Tool (Workspace > Tools > Import). Open-WebUI execs this one file, so
+# An Open-WebUI Tool (Workspace > Tools > New Tool, paste). Open-WebUI execs this one file, so
 # it is self-contained and uses only what Open-WebUI 0.12.4 already ships (httpx,
 # pydantic, the standard library): no `requirements` line, nothing is pip-installed.
 #

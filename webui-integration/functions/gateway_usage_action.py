@@ -8,9 +8,11 @@ description: Shows the user their own LLM gateway usage (today and this month: c
 icon_url: data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHZpZXdCb3g9IjAgMCAyNCAyNCIgZmlsbD0ibm9uZSIgc3Ryb2tlPSJjdXJyZW50Q29sb3IiIHN0cm9rZS13aWR0aD0iMS41Ij48cGF0aCBkPSJNNCAyMFYxME0xMCAyMFY0TTE2IDIwdi03TTIyIDIwSDIiLz48L3N2Zz4=
 """
 
-# An Open-WebUI Action (Admin Panel > Functions > Import): a button under each assistant
+# An Open-WebUI Action (Admin Panel > Functions > New Function, paste): a button under each assistant
 # message. Open-WebUI execs this one file, so it is self-contained and uses only what
 # Open-WebUI 0.12.4 already ships (httpx, pydantic, the standard library).
+# Non-admins can click it only on models that have a row in Open-WebUI's model table
+# (scripts/openwebui_setup.py): its Action route ignores BYPASS_MODEL_ACCESS_CONTROL.
 #
 # Identity: every call to the BFF carries the service key (Authorization: Bearer) and an
 # X-OpenWebUI-User-Jwt minted here for the clicking user, with the claims and secret
