@@ -9,7 +9,6 @@ leaves unset would send them).
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import ROOT, SERVICE_KEY
@@ -55,11 +54,6 @@ def test_every_connection_points_at_the_bff_with_its_own_key_and_a_model() -> No
         assert env.get(name), f"{name} must name a model (AUDIO_STT_MODEL='' is refused by the BFF)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docker-compose.yml's open-webui environment does not fill RAG_OPENAI_API_KEY, AUDIO_STT_OPENAI_API_KEY, "
-    "AUDIO_TTS_OPENAI_API_KEY, IMAGES_EDIT_OPENAI_API_KEY from OPENWEBUI_BFF_SERVICE_KEY yet; remove this mark when it does",
-)
 def test_compose_fills_every_secret_openwebui_env_leaves_empty() -> None:
     env = read_env_file(ENV_FILE)
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

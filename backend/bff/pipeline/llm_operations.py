@@ -101,7 +101,7 @@ IMAGE_GENERATION = LlmOperation(
     "images", Permission.images, paid=True, path="/v1/images/generations", modes=frozenset({"image_generation"}),
     figures=_image_figures,
 )
-IMAGE_EDIT = LlmOperation(
-    "images", Permission.images, paid=True, path="/v1/images/edits", modes=frozenset({"image_edit"}),
+IMAGE_EDIT = LlmOperation(  # image generation models such as gpt-image-1 edit too
+    "images", Permission.images, paid=True, path="/v1/images/edits", modes=frozenset({"image_edit", "image_generation"}),
     figures=_image_figures,
 )

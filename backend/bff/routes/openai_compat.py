@@ -188,11 +188,13 @@ async def list_models(services: ServicesDep, call: CallerCall) -> dict[str, Any]
     principal = call.caller
     # Open-WebUI 0.12 keeps one model table for all its users and overwrites it with each
     # caller's list, so a list filtered for one user would hide models from the next (an
-    # admin's model vanishes after a user's refresh). It gets every model; the policy still
-    # refuses a chat with a model the user's role may not use (403 model_not_allowed).
-    entries = [
-        entry for entry in catalog.models.values() if principal.via_service_key or may_use(services.access, catalog, principal, entry)
-    ]
+    # admin's model vanishes after a user's refresh). It gets every chat model (its list is
+    # its chat picker: embedding, audio and image models are configured by name); the policy
+    # still refuses a chat with a model the user's role may not use (403 model_not_allowed).
+    if principal.via_service_key:
+        entries = [entry for entry in catalog.models.values() if llm.CHAT.serves(entry.mode)]
+    else:
+        entries = [entry for entry in catalog.models.values() if may_use(services.access, catalog, principal, entry)]
     return {"object": "list", "data": [_listing(entry) for entry in entries]}
 
 
