@@ -69,16 +69,18 @@ def test_models_are_filtered_by_role(bff: Bff, user_token: str, admin_token: str
     assert user_models < admin_models
 
 
-def test_open_webui_gets_every_model_and_the_policy_refuses_the_chat(bff: Bff, admin_token: str) -> None:
+def test_open_webui_gets_every_chat_model_and_the_policy_refuses_the_chat(bff: Bff, admin_token: str) -> None:
     """Open-WebUI shares one model table between its users: a per-user list would hide admins' models."""
     user = {"id": "user-1", "email": "u@example.test", "name": "U", "role": "user"}
     headers = {"X-OpenWebUI-User-Jwt": forwarded_user_jwt(user, FORWARD_SECRET)}
     with bff.client(admin_token) as admin:
-        everything = {m["id"] for m in admin.get("/v1/models").json()["data"]}
+        everything = admin.get("/v1/models").json()["data"]
     with bff.client(SERVICE_KEY, headers=headers) as open_webui:
         listed = {m["id"] for m in open_webui.get("/v1/models").json()["data"]}
         refused = open_webui.post("/v1/chat/completions", json=chat_body("fake-premium"))
-    assert listed == everything and "fake-premium" in listed
+    # every chat model (its list is its chat picker), not only the user's; no embedding or audio model
+    assert listed == {m["id"] for m in everything if m["mode"] == "chat"} and "fake-premium" in listed
+    assert "fake-embed" not in listed and "fake-tts" not in listed
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
 
 
