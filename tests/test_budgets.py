@@ -100,3 +100,40 @@ def test_budget_endpoint_shows_every_period(bff_factory: BffFactory, tmp_path: P
     with bff.client(admin_token) as admin:
         unlimited = admin.get("/api/usage/budget").json()
     assert unlimited["limited"] is False and unlimited["periods"] == [] and unlimited["role"] == "admin"
+
+
+def test_otlp_export_counts_a_cost_once_before_and_after_the_collector_stores_it(clickhouse_url: str) -> None:
+    """With OTLP export the BFF hears nothing back from the collector: a finished cost counts
+    until its row is in ClickHouse, and only the row after (it once counted twice for 15 s)."""
+    import asyncio
+    from decimal import Decimal
+
+    from bff.clickhouse import ClickHouseStore
+    from bff.identity.principal import AuthMethod, Principal, Role
+    from bff.pipeline.call import Call
+    from bff.policy.budgets import BudgetGuard
+    from bff.policy.model import load_policy
+    from bff.settings import Settings
+    from bff.telemetry.tracing import Telemetry
+
+    store = ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse")
+    guard = BudgetGuard(load_policy(ROOT / "config" / "policy.yaml"), store, cache_seconds=0, delivery_reports=False)
+    # The collector's stand-in: the very rows its clickhouse exporter writes, into the store the budget reads.
+    settings = Settings(litellm_master_key="k", webui_secret_key="s", clickhouse_url=clickhouse_url)  # type: ignore[call-arg]
+    collector = Telemetry(settings, store, on_delivered=lambda ids: None)
+    user_id = f"otlp-{uuid.uuid4().hex[:8]}"
+    principal = Principal(user_id=user_id, role=Role.user, auth=AuthMethod.session_token)
+    call = Call(request_id=uuid.uuid4().hex)
+    call.admit(principal)
+    call.model = call.model_group = "fake-mini"
+    call.cost_usd = Decimal("0.001")
+    span = collector.start("chat", "/v1/chat/completions", {}, call.started_ns)
+    guard.finished(user_id, Telemetry.span_id(span), call.cost_usd)  # as pipeline/context.record_call does
+    try:
+        before = asyncio.run(guard.periods(principal))[0].spent_usd
+        Telemetry.finish(span, call.span_attributes(200), 200)
+        collector.flush()  # the collector wrote the row
+        after = asyncio.run(guard.periods(principal))[0].spent_usd
+    finally:
+        collector.shutdown()
+    assert before == after == Decimal("0.001")

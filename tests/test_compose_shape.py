@@ -266,8 +266,8 @@ def _received_span(collector: CollectorStandIn, request_id: str) -> tuple[str, d
 
 
 def _fresh_user(openwebui_state: FakeOpenWebUIState) -> str:
-    """A user of its own: over OTLP the BFF counts a finished cost for OTLP_SETTLE_SECONDS (the
-    collector then holds it), so one user's spend across tests would depend on their timing."""
+    """A user of its own: over OTLP a finished cost counts until the collector stores its row, which
+    the collector stand-in never does, so one user's spend across tests would depend on their order."""
     user_id = f"compose-{uuid.uuid4().hex[:10]}"
     openwebui_state.add_user(user_id, "user")
     return user_id

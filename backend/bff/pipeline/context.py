@@ -62,4 +62,7 @@ class RequestContextMiddleware:
             if not call.span_detached:
                 record_call(call, status, self.budgets)
             if log.isEnabledFor(logging.INFO):
-                log.info(call.log_line(scope["method"], scope["path"], status))
+                # the path as the BFF routes it: uvicorn puts PUBLIC_PATH_PREFIX in front of every path
+                path: str = scope["path"]
+                root = scope.get("root_path", "")
+                log.info(call.log_line(scope["method"], path[len(root) :] if root and path.startswith(root) else path, status))

@@ -5,8 +5,10 @@ requests this process finished that ClickHouse did not yet hold when that snapsh
 was taken. The exporter reports each delivered batch; the snapshot query and span
 inserts share the store's lock, so a delivery sequence number read inside the
 snapshot query tells exactly which finished requests the snapshot already contains.
-With OTLP export there is no delivery report: finished costs are then counted for
-OTLP_SETTLE_SECONDS, the time the collector needs to write them.
+With OTLP export there is no delivery report: each snapshot first asks ClickHouse which of
+the user's finished requests the collector has stored (by span id), then reads the sums,
+so a request counts once: unsettled until its row is there, in the sums after. (A row
+stored between the two reads counts twice until the next snapshot: never zero times.)
 """
 
 import logging
@@ -26,9 +28,14 @@ from bff.policy.model import Budget, Policy
 
 log = logging.getLogger("bff.budgets")
 
-OTLP_SETTLE_SECONDS = 15.0
+# With OTLP export, a finished cost the collector never stores (it was down) stops counting after this.
+OTLP_UNSTORED_SECONDS = 3600.0
 # Settled costs of users who stop calling are forgotten after this; it exceeds any cache TTL.
 FORGET_AFTER_SECONDS = 120.0
+_STORED_SQL = (
+    "SELECT SpanId FROM otel.gateway_requests WHERE UserId = {user:String} AND toDate(Timestamp) >= {month_start:Date} "
+    "AND SpanId IN {spans:Array(String)}"
+)
 _SPEND_SQL = (
     "SELECT sum(CostUsd) AS month, sumIf(CostUsd, Day = {today:Date}) AS day FROM otel.gateway_usage_daily "
     "WHERE UserId = {user:String} AND Day >= {month_start:Date} AND Day <= {today:Date}"
@@ -69,8 +76,9 @@ class _Snapshot:
     day: date
     daily: Decimal
     monthly: Decimal
-    sequence: int  # deliveries the snapshot includes
+    sequence: int  # deliveries the snapshot includes (own exporter)
     taken: float  # monotonic
+    stored: frozenset[str] = frozenset()  # finished span ids the store held before the sums were read (OTLP)
 
 
 @dataclass
@@ -158,13 +166,19 @@ class BudgetGuard:
         if cached is not None and cached.day == today and time.monotonic() - cached.taken < self._cache_seconds:
             return cached
         params = {"user": user_id, "today": today, "month_start": today.replace(day=1)}
+        with self._lock:
+            pending = [span for span, (owner, _) in self._unsettled.items() if owner == user_id]
 
         def query() -> _Snapshot:
             def inside_store_lock(client) -> _Snapshot:  # type: ignore[no-untyped-def]
                 with self._lock:
                     sequence = self._sequence  # no insert can run while the store lock is held
+                stored: frozenset[str] = frozenset()
+                if not self._delivery_reports and pending:  # ids first, then sums: never counted zero times
+                    rows = client.query(_STORED_SQL, parameters={**params, "spans": pending}).result_rows
+                    stored = frozenset(row[0] for row in rows)
                 row = client.query(_SPEND_SQL, parameters=params).first_row
-                return _Snapshot(today, Decimal(row[1] or 0), Decimal(row[0] or 0), sequence, time.monotonic())
+                return _Snapshot(today, Decimal(row[1] or 0), Decimal(row[0] or 0), sequence, time.monotonic(), stored)
 
             return self._store.call(inside_store_lock)
 
@@ -181,13 +195,14 @@ class BudgetGuard:
         daily = snapshot.daily if snapshot and snapshot.day == today else Decimal(0)
         monthly = snapshot.monthly if snapshot and snapshot.day.month == today.month else Decimal(0)
         now = time.monotonic()
+        forget_after = FORGET_AFTER_SECONDS if self._delivery_reports else OTLP_UNSTORED_SECONDS
         with self._lock:
             for span_id, (owner, entry) in list(self._unsettled.items()):
                 if owner != user_id:
-                    if now - entry.finished > FORGET_AFTER_SECONDS:
+                    if now - entry.finished > forget_after:
                         del self._unsettled[span_id]
                     continue
-                if self._settled(entry, snapshot, now):
+                if self._settled(span_id, entry, snapshot, now):
                     del self._unsettled[span_id]
                     continue
                 if entry.day == today:
@@ -196,7 +211,7 @@ class BudgetGuard:
                     monthly += entry.cost
         return daily, monthly
 
-    def _settled(self, entry: _Unsettled, snapshot: _Snapshot | None, now: float) -> bool:
+    def _settled(self, span_id: str, entry: _Unsettled, snapshot: _Snapshot | None, now: float) -> bool:
         if self._delivery_reports:
             return snapshot is not None and entry.delivered_in is not None and entry.delivered_in <= snapshot.sequence
-        return now - entry.finished > OTLP_SETTLE_SECONDS
+        return (snapshot is not None and span_id in snapshot.stored) or now - entry.finished > OTLP_UNSTORED_SECONDS
