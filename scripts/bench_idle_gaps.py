@@ -45,22 +45,18 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from jose import jwt
+from bench_processes import ROOT, BenchError, Child, free_port, session_token, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
 LITELLM_BIN = Path(os.environ.get("LITELLM_BIN", ROOT / ".venv-litellm" / "bin" / "litellm"))
 LITELLM_CONFIG = ROOT / "config" / "litellm.dev.yaml"
 MASTER_KEY = "sk-bench-idle-master-key-0123456789"
@@ -74,79 +70,6 @@ HTTPX_DEFAULT_KEEPALIVE_SECONDS = 5.0  # httpx.Limits() default
 BFF_RETRY_LOG = "sending once more"  # bff/upstream/litellm.py logs this (INFO) when it re-sends
 QUICK_REQUESTS = 2000
 SAMPLES_KEPT = 5
-
-
-class BenchError(Exception):
-    """A server failed or the run went over its time (exit status 1)."""
-
-
-# --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def base_environment() -> dict[str, str]:
-    """Only what a process needs: no setting of this machine's shell reaches the servers."""
-    return {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if name in os.environ}
-
-
-class Child:
-    """A server in its own process group (Ctrl-C reaches only us), output to a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            args,
-            env={**base_environment(), **env},
-            cwd=ROOT,  # config/ paths resolve as in the image
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def log_count(self, needle: str) -> int:
-        with self.log_path.open(errors="replace") as log:
-            return sum(needle in line for line in log)
-
-    def stop(self) -> None:
-        """SIGTERM to this child's own process group, SIGKILL after 15 s."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)  # workers of the group, if any outlived it
-        self._log.close()
-
-
-def wait_ready(child: Child, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise BenchError(f"{child.name} exited with status {child.process.returncode}:\n{child.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise BenchError(f"{child.name} not ready within {timeout:.0f} s ({url}):\n{child.log_tail()}")
 
 
 @dataclass
@@ -202,22 +125,6 @@ def running_stack(work_dir: Path, pool_keepalive: float | None) -> Iterator[Stac
     finally:
         for child in reversed(started):
             child.stop()
-
-
-def session_token(user_id: str, secret: str, lifetime: int = 12 * 3600) -> str:
-    """An Open-WebUI-format session token, as scripts/dev_token.py mints it."""
-    now = int(time.time())
-    claims = {
-        "id": user_id,
-        "typ": "session",
-        "auth_method": "password",
-        "auth_time": now,
-        "mfa_verified": False,
-        "exp": now + lifetime,
-        "jti": str(uuid.uuid4()),
-        "iat": now,
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 # --------------------------------------------------------------------------- traffic

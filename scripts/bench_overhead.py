@@ -46,22 +46,18 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from jose import jwt
+from bench_processes import CLK_TCK, ROOT, BenchError, Child, free_port, session_token, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
 LITELLM_BIN = Path(os.environ.get("LITELLM_BIN", ROOT / ".venv-litellm" / "bin" / "litellm"))
 MASTER_KEY = "sk-bench-master-key-0123456789"
 WEBUI_SECRET = "bench-webui-secret-key"
@@ -71,7 +67,6 @@ CHAT_PATH = "/v1/chat/completions"
 CHAT_BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).encode()
 TARGET_P50_MS = 2.0
 TARGET_P99_MS = 5.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The fake provider runs in its own interpreter: argv[1] is tests/, argv[2] the port.
 FAKE_PROVIDER_CODE = """
@@ -82,85 +77,6 @@ from support.fake_openai import FakeProviderState, create_fake_provider
 uvicorn.run(create_fake_provider(FakeProviderState()), host="127.0.0.1", port=int(sys.argv[2]),
             log_level="warning", access_log=False)
 """
-
-
-class BenchError(Exception):
-    """Something the benchmark cannot recover from (exit status 1)."""
-
-
-# --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Child:
-    """A server process in its own session (Ctrl-C reaches only us), output to a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            args,
-            env={**os.environ, **env},
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() ends any workers it spawns too
-        )
-        self.pid = self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of every live process in this child's process group."""
-        total = 0
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue  # exited meanwhile
-            fields = stat[stat.rindex(")") + 2 :].split()  # fields from #3 (state) on
-            if int(fields[2]) == self.pid:  # pgrp
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / CLK_TCK
-
-    def stop(self) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)  # stragglers of the group, if any
-        self._log.close()
-
-
-def wait_ready(child: Child, url: str, timeout: float) -> None:
-    """Polls `url` until it answers 200; fails early when the process dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise BenchError(f"{child.name} exited with status {child.process.returncode}:\n{child.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise BenchError(f"{child.name} not ready within {timeout:.0f} s ({url}):\n{child.log_tail()}")
 
 
 def litellm_config(provider_url: str) -> dict[str, Any]:
@@ -253,13 +169,6 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
 
 
 # --------------------------------------------------------------------------- credentials
-
-
-def session_token(user_id: str, secret: str, lifetime: int = 3600) -> str:
-    """An Open-WebUI session token (HS256 JWT)."""
-    now = int(time.time())
-    claims = {"id": user_id, "typ": "session", "exp": now + lifetime, "jti": str(uuid.uuid4()), "iat": now}
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 # --------------------------------------------------------------------------- load generator

@@ -32,7 +32,8 @@ class FieldNotAllowed(ValueError):
         self.name = name
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it is larger than `limit` (declared or sent)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
@@ -43,7 +44,11 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise too_large(limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    raw = await read_bounded(request, limit)
     try:
         payload = json.loads(raw)
     except RecursionError:

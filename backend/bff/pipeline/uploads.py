@@ -13,8 +13,8 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
-from bff.errors import ErrorResponse, bad_request, too_large
-from bff.pipeline.bodies import validate_body
+from bff.errors import ErrorResponse, bad_request
+from bff.pipeline.bodies import read_bounded, validate_body
 from bff.services import Services
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -30,20 +30,6 @@ class Upload:
     @property
     def size(self) -> int:
         return sum(len(content) for _, (_, content, _) in self.files)
-
-
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class FormBody(Generic[ModelT]):
@@ -62,7 +48,7 @@ class FormBody(Generic[ModelT]):
         services: Services = request.app.state.services
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise bad_request("request body must be multipart/form-data", "invalid_form")
-        raw = await _bounded_body(request, services.settings.max_upload_bytes)
+        raw = await read_bounded(request, services.settings.max_upload_bytes)
         form = await _replayed(request, raw).form(max_files=MAX_PARTS, max_fields=MAX_PARTS)
         fields: dict[str, Any] = {}
         upload = Upload()
