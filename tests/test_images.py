@@ -1,7 +1,9 @@
 """Image generation through real BFFs against a loopback ComfyUI that speaks the real protocol.
 
 Live-mode BFFs talk HTTP and websocket to tests/support/fake_comfyui.py; a mock-mode BFF
-uses the mock backend. Media directories are temporary.
+uses the mock backend. LiteLLM image models go through the real test LiteLLM to the fake
+provider (tests/fixtures/litellm.test.yaml, tests/support/fake_openai.py). Media
+directories are temporary.
 """
 
 import asyncio
@@ -28,11 +30,12 @@ from bff.clickhouse import ClickHouseStore
 from bff.errors import ApiError
 from bff.identity.principal import AuthMethod, Principal, Role
 from bff.media.workflows import ImageOptions, WorkflowConfigError, load_workflows
-from conftest import ROOT, Bff, BffFactory
+from conftest import MASTER_KEY, ROOT, SERVICE_KEY, Bff, BffFactory
 from support.fake_comfyui import CHECKPOINTS, FakeComfyUIState, create_fake_comfyui
+from support.fake_openai import FakeProviderState
 from support.servers import ThreadServer, free_port
 from support.spans import spans_for
-from test_usage import _as_user
+from test_usage import _as_user, _wait_for_request
 
 WORKFLOWS = ROOT / "config" / "comfyui"
 SDXL_COST = Decimal("0.004")
@@ -619,3 +622,215 @@ def test_spans_and_usage_for_images(live: Bff, mock: Bff, admin_token: str, clic
     assert by_model["sdxl-basic"]["requests"] == 2
     assert Decimal(str(by_model["sdxl-basic"]["cost_usd"])) == SDXL_COST * 3
     assert Decimal(str(by_model["mock-image"]["cost_usd"])) == Decimal("0.0001")
+
+
+# --- LiteLLM image models ------------------------------------------------------------------
+
+LITELLM_IMAGE = "fake-image"  # mode image_generation, tier mini
+IMAGE_PRICE = Decimal("0.04")  # its output_cost_per_image
+LITELLM_FIXTURE = ROOT / "tests" / "fixtures" / "litellm.test.yaml"
+
+
+def _fixture_models() -> dict[str, dict[str, Any]]:
+    return {item["model_name"]: item for item in yaml.safe_load(LITELLM_FIXTURE.read_text())["model_list"]}
+
+
+def _sent_to_provider(provider: FakeProviderState, prompt: str) -> list[dict[str, Any]]:
+    return [body for body in provider.bodies_at("images/generations") if body.get("prompt") == prompt]
+
+
+def _direct_cost(litellm_url: str, n: int) -> Decimal:
+    """What LiteLLM itself charges for n images of the model, asked with the master key."""
+    answer = httpx.post(
+        f"{litellm_url}/v1/images/generations",
+        json={"model": LITELLM_IMAGE, "prompt": "priced directly", "n": n},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return Decimal(answer.headers["x-litellm-response-cost"])
+
+
+def _policy_file(tmp_path: Path, change: Any) -> Path:
+    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    change(policy)
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def test_a_litellm_image_model_runs_as_a_job(
+    live: Bff, provider_state: FakeProviderState, litellm_url: str, admin_token: str, clickhouse_url: str
+) -> None:
+    user_id, request_id = _fresh_user(), f"img-litellm-{uuid.uuid4().hex[:6]}"
+    prompt = f"a lighthouse from litellm {uuid.uuid4().hex[:6]}"
+    with _as_user(live, user_id) as client:
+        accepted = client.post(
+            "/api/media/image/generate",
+            json={"workflow": LITELLM_IMAGE, "prompt": prompt, "batch_size": 2, "width": 512, "height": 768},
+            headers={"x-request-id": request_id},
+        )
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["status"] == "queued"
+        job_id = accepted.json()["job_id"]
+        events = _events(client, job_id)
+        job = _wait_job(client, job_id)
+        assert job["status"] == "succeeded" and job["error"] is None, job
+        assert job["workflow"] == LITELLM_IMAGE and job["progress"] == {"value": 1, "max": 1} and len(job["images"]) == 2
+        assert [e["data"]["status"] for e in events if e["event"] == "status"] == ["queued", "running", "succeeded"]
+        assert [e["data"]["progress"] for e in events if e["event"] == "progress"] == [{"value": 1, "max": 1}]
+        assert events[-1]["event"] == "end" and events[-1]["data"] == job
+        for url in job["images"]:
+            image = client.get(urlsplit(url).path)
+            assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+            assert _png_size(image.content) == (1, 1)  # the fake provider's PNG, stored as it came
+        assert client.get(f"/api/media/images/{job_id}/2").status_code == 404
+
+    # LiteLLM got what the pipeline sends: the caller as `user`, n, size. The test LiteLLM has no
+    # drop_params and takes fake-image for a gpt-image model, so it refused `response_format` and
+    # the job sent the call once more without it (gpt-image always answers b64).
+    [sent] = _sent_to_provider(provider_state, prompt)
+    assert (sent["user"], sent["n"], sent["size"], sent["model"]) == (user_id, 2, "512x768", LITELLM_IMAGE)
+    assert "response_format" not in sent
+
+    paths = [f"/api/media/jobs/{job_id}", f"/api/media/jobs/{job_id}/events", *(urlsplit(url).path for url in job["images"])]
+    with _as_user(live, _fresh_user()) as other:
+        for path in paths:
+            answer = other.get(path)
+            assert answer.status_code == 404 and answer.json()["error"]["code"] == "job_not_found", path
+    with live.client(admin_token) as admin:
+        assert all(admin.get(path).status_code == 200 for path in paths)
+        stored = _wait_for_request(admin, request_id)
+    assert stored.status_code == 200, stored.text
+
+    charged = _direct_cost(litellm_url, 2)
+    assert charged == IMAGE_PRICE * 2
+    row = stored.json()["request"]
+    assert (row["user_id"], row["operation"], row["route"], row["status"]) == (user_id, "images", "/api/media/image/generate", 202)
+    assert (row["requested_model"], row["model"], row["provider"]) == (LITELLM_IMAGE, LITELLM_IMAGE, "openai")
+    assert row["deployment_id"] and row["outcome"] == "completed" and not row["cost_estimated"]
+    assert Decimal(str(row["cost_usd"])) == charged
+
+    [span] = spans_for(ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse"), request_id)
+    attributes = span["SpanAttributes"]
+    assert span["SpanName"] == "gateway images" and attributes["gateway.operation"] == "images"
+    assert attributes["gen_ai.request.model"] == attributes["gen_ai.response.model"] == LITELLM_IMAGE
+    assert attributes["gen_ai.provider.name"] == "openai" and attributes["enduser.id"] == user_id
+    assert attributes["gateway.images.count"] == "2" and attributes["gateway.images.size"] == "512x768"
+    assert "gateway.images.workflow" not in attributes and "gateway.images.steps" not in attributes
+    assert Decimal(attributes["gateway.cost.usd"]) == charged
+
+
+def test_a_litellm_image_model_on_the_openai_route(live: Bff, provider_state: FakeProviderState, admin_token: str) -> None:
+    user_id, prompt = _fresh_user(), f"an openai-shaped answer {uuid.uuid4().hex[:6]}"
+    with _as_user(live, user_id) as client:
+        identity = {"X-OpenWebUI-User-Jwt": client.headers["X-OpenWebUI-User-Jwt"]}
+    sdk = OpenAI(base_url=f"{live.url}/v1", api_key=SERVICE_KEY, default_headers=identity, max_retries=0)
+    raw = sdk.images.with_raw_response.generate(model=LITELLM_IMAGE, prompt=prompt, n=2, size="512x512")
+    answer = raw.parse()
+    assert raw.status_code == 200 and answer.created > 0 and len(answer.data) == 2
+    assert all(_png_size(base64.b64decode(item.b64_json or "")) == (1, 1) for item in answer.data)
+    [sent] = _sent_to_provider(provider_state, prompt)
+    assert (sent["user"], sent["n"], sent["size"]) == (user_id, 2, "512x512")
+    with live.client(admin_token) as admin:
+        stored = _wait_for_request(admin, raw.headers["x-request-id"])
+    assert stored.status_code == 200, stored.text
+    row = stored.json()["request"]
+    assert (row["user_id"], row["operation"], row["model"], row["status"]) == (user_id, "images", LITELLM_IMAGE, 200)
+    assert Decimal(str(row["cost_usd"])) == Decimal(raw.headers["x-litellm-response-cost"]) == IMAGE_PRICE * 2
+
+
+def test_litellm_image_models_are_judged_by_the_policy(
+    bff_factory: BffFactory, provider_state: FakeProviderState, tmp_path: Path, admin_token: str
+) -> None:
+    def exclude(policy: dict[str, Any]) -> None:
+        policy["roles"]["user"]["models"]["exclude"] = [LITELLM_IMAGE]
+
+    bff = bff_factory(policy_file=_policy_file(tmp_path, exclude), media_dir=tmp_path / "media")
+    prompt = f"not for users {uuid.uuid4().hex[:6]}"
+    with _as_user(bff, _fresh_user()) as client:
+        for answer in (
+            client.post("/api/media/image/generate", json={"workflow": LITELLM_IMAGE, "prompt": prompt}),
+            client.post("/v1/images/generations", json={"model": LITELLM_IMAGE, "prompt": prompt}),
+        ):
+            assert answer.status_code == 403, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "model_not_allowed" and f"'{LITELLM_IMAGE}'" in error["message"]
+    assert _sent_to_provider(provider_state, prompt) == []
+    with bff.client(admin_token) as admin:  # admins may use every model
+        assert _wait_job(admin, _start(admin, prompt, workflow=LITELLM_IMAGE))["status"] == "succeeded"
+
+    # An image model outside the user role's tiers in the fixtures, if there is one
+    user_tiers = set(yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())["roles"]["user"]["models"]["tiers"])
+    premium = [
+        name for name, item in _fixture_models().items()
+        if (item.get("model_info") or {}).get("mode") == "image_generation"
+        and (item.get("model_info") or {}).get("gateway_tier") not in user_tiers
+    ]
+    default = bff_factory(media_dir=tmp_path / "media-default")
+    with _as_user(default, _fresh_user()) as client:
+        for name in premium:
+            answer = client.post("/api/media/image/generate", json={"workflow": name, "prompt": prompt})
+            assert answer.status_code == 403 and f"'{name}'" in answer.json()["error"]["message"], name
+
+
+def test_litellm_image_costs_count_against_the_budget(bff_factory: BffFactory, tmp_path: Path) -> None:
+    user_id = _fresh_user()
+
+    def limit(policy: dict[str, Any]) -> None:
+        policy["budgets"]["users"] = {user_id: {"daily_usd": str(IMAGE_PRICE)}}
+
+    bff = bff_factory(policy_file=_policy_file(tmp_path, limit), media_dir=tmp_path / "media")
+    with _as_user(bff, user_id) as client:
+        assert _wait_job(client, _start(client, "one priced image", workflow=LITELLM_IMAGE))["status"] == "succeeded"
+        time.sleep(0.5)  # the span reaches ClickHouse; the spend must not count twice or vanish
+        for refused in (
+            client.post("/api/media/image/generate", json={"workflow": LITELLM_IMAGE, "prompt": "over budget"}),
+            client.post("/v1/images/generations", json={"model": LITELLM_IMAGE, "prompt": "over budget"}),
+        ):
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+            assert Decimal(refused.headers["x-budget-remaining-usd"]) == 0
+
+
+def test_litellm_image_model_parameters_and_modes(live: Bff, user_token: str) -> None:
+    cases = [
+        ({"steps": 10}, 400, "'steps'"),
+        ({"seed": 3}, 400, "'seed'"),
+        ({"negative_prompt": "blur"}, 400, "'negative_prompt'"),
+        ({"checkpoint": "x.safetensors"}, 400, "'checkpoint'"),
+        ({"width": 512}, 400, "'height'"),
+        ({"height": 512}, 400, "'width'"),
+        ({"width": 8192, "height": 512}, 400, "'width'"),
+        ({"batch_size": 11}, 400, "'batch_size'"),
+        ({"workflow": "fake-mini"}, 400, "chat model"),
+        ({"workflow": "fake-embed"}, 400, "embedding model"),
+        ({"workflow": "fake-image-edit"}, 400, "POST /v1/images/edits"),
+        ({"workflow": "no-such-image-model"}, 404, "'no-such-image-model'"),
+    ]
+    with live.client(user_token) as client:
+        for change, status, named in cases:
+            answer = client.post("/api/media/image/generate", json={"workflow": LITELLM_IMAGE, "prompt": "x", **change})
+            assert answer.status_code == status and named in answer.json()["error"]["message"], (change, answer.text)
+        default = _wait_job(client, _start(client, f"default size {uuid.uuid4().hex[:6]}", workflow=LITELLM_IMAGE))
+    assert default["status"] == "succeeded" and len(default["images"]) == 1
+
+
+def test_litellm_image_job_past_its_timeout_ends_timed_out(bff_factory: BffFactory, tmp_path: Path) -> None:
+    short = bff_factory(upstream_timeout_seconds=0.001, media_dir=tmp_path / "media")
+    with _as_user(short, _fresh_user()) as client:
+        job = _wait_job(client, _start(client, "too slow for the gateway", workflow=LITELLM_IMAGE))
+    assert job["status"] == "timed_out" and job["images"] == []
+    assert job["error"]["status"] == 504 and job["error"]["code"] == "generation_timeout"
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "code"),
+    [("fake-image-broken", 502, "bad_gateway"), ("fake-image-ratelimited", 429, "rate_limit_exceeded")],
+)
+def test_litellm_errors_fail_the_job(live: Bff, user_token: str, model: str, status: int, code: str) -> None:
+    if model not in _fixture_models():
+        pytest.skip(f"tests/fixtures/litellm.test.yaml has no '{model}' deployment")
+    with live.client(user_token) as client:
+        job = _wait_job(client, _start(client, f"failing {model}", workflow=model))
+    assert job["status"] == "failed" and job["images"] == []
+    assert (job["error"]["status"], job["error"]["code"]) == (status, code)

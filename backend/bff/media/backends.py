@@ -2,7 +2,8 @@
 
 Both go through the same steps (submit, follow with progress, cancel) and return PNG
 bytes, so everything above them answers in one shape. Which backend serves a workflow
-is decided once at start-up (`resolve_backends`), never per request.
+is decided once at start-up (`resolve_backends`), never per request. A job runs one
+`JobRun`: a workflow on its backend here, or a LiteLLM image model (media/litellm.py).
 """
 
 import asyncio
@@ -14,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from PIL import Image
@@ -60,6 +62,31 @@ class ImageBackend(Protocol):
     async def release(self, submission: Submission) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class JobRun(Protocol):
+    """What one job runs, whoever serves it: the images, a way to stop, and their cost."""
+
+    @property
+    def timeout_seconds(self) -> float: ...
+
+    async def images(self, sink: ProgressSink) -> list[bytes]:
+        """PNG bytes; raises ApiError for a failure the caller may see, TimeoutError for a timeout."""
+        ...
+
+    async def stop(self) -> None:
+        """After a timeout or at shutdown: stop the generation upstream, best effort."""
+        ...
+
+    async def close(self) -> None:
+        """Always, once the job ended: free what the run holds."""
+        ...
+
+    def cost(self, images: int) -> Decimal | None:
+        """What the call cost, once it answered (None: nothing was priced)."""
+        ...
+
+    def timeout_message(self) -> str: ...
 
 
 def as_png(data: bytes) -> bytes:

@@ -1,18 +1,21 @@
 """Image generation for the routes: workflow + backend, job start, running, storing, accounting.
 
 The backend of each workflow is fixed at start-up (GENERATOR_MODE and workflows.yaml);
-this module only ever asks the workflow's backend. A job's cost (cost_usd_per_image x
-images) and its attributes land on the request's record, so they reach the span, the
-usage tables and the budget like any chat cost.
+this module only ever asks the workflow's backend. A LiteLLM image model runs the same
+kind of job (`start_run`, media/litellm.py). A job's cost (cost_usd_per_image x images,
+or LiteLLM's x-litellm-response-cost) and its attributes land on the request's record,
+so they reach the span, the usage tables and the budget like any chat cost.
 """
 
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from bff.errors import ApiError, not_found
-from bff.media.backends import ImageBackend, Submission, resolve_backends
+from bff.media.backends import ImageBackend, JobRun, ProgressSink, Submission, resolve_backends
 from bff.media.jobs import Job, JobError, JobRegistry, JobSink, JobStatus
 from bff.media.storage import MediaStore
 from bff.media.workflows import ImageParams, Workflow, WorkflowCatalog, load_workflows
@@ -26,6 +29,40 @@ log = logging.getLogger("bff.images")
 
 SWEEP_INTERVAL_SECONDS = 600.0
 ACCEPTED = 202
+
+
+@dataclass
+class WorkflowRun:
+    """A queued workflow on its backend (ComfyUI or the mock), priced by cost_usd_per_image."""
+
+    workflow: Workflow
+    backend: ImageBackend
+    submission: Submission
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self.backend.timeout_seconds
+
+    async def images(self, sink: ProgressSink) -> list[bytes]:
+        return await self.backend.follow(self.submission, sink)
+
+    async def stop(self) -> None:
+        await self.backend.cancel(self.submission)
+
+    async def close(self) -> None:
+        await self.backend.release(self.submission)
+
+    def cost(self, images: int) -> Decimal:
+        return self.workflow.config.cost_usd_per_image * images
+
+    def timeout_message(self) -> str:
+        return f"no image within {self.timeout_seconds:g} s; the prompt was stopped"
+
+
+def _owner(call: Call) -> str:
+    user_id = call.caller.user_id
+    assert user_id is not None  # the images permission needs a user
+    return user_id
 
 
 class ImageService:
@@ -84,62 +121,67 @@ class ImageService:
                 **({attr.IMAGES_STEPS: params.steps} if params.steps is not None else {}),
             }
         )
-        user_id = call.caller.user_id
-        assert user_id is not None  # the images permission needs a user
-        job = self.registry.open(user_id, workflow.name, backend.name, params.steps or 0)
+        job = self.registry.open(_owner(call), workflow.name, backend.name, params.steps or 0)
         try:
             submission = await backend.submit(workflow.fill(params), params)
         except BaseException:
             self.registry.discard(job)
             raise
-        task = asyncio.create_task(self._run(job, workflow, backend, submission, call))
+        self._launch(job, WorkflowRun(workflow, backend, submission), call, detach_span)
+        return job
+
+    def start_run(self, call: Call, name: str, provider: str, total_steps: int, run: JobRun, detach_span: bool) -> Job:
+        """A job whose run needs no queueing first (a LiteLLM image model: media/litellm.py)."""
+        job = self.registry.open(_owner(call), name, provider, total_steps)
+        self._launch(job, run, call, detach_span)
+        return job
+
+    def _launch(self, job: Job, run: JobRun, call: Call, detach_span: bool) -> None:
+        task = asyncio.create_task(self._run(job, run, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         call.span_detached = detach_span  # before any await: the job cannot have ended yet
-        return job
 
-    async def _run(
-        self, job: Job, workflow: Workflow, backend: ImageBackend, submission: Submission, call: Call
-    ) -> None:
+    async def _run(self, job: Job, run: JobRun, call: Call) -> None:
         try:
-            await self._follow(job, workflow, backend, submission, call)
+            await self._follow(job, run, call)
         finally:
-            await backend.release(submission)
+            await run.close()
             if call.span_detached:
                 self._end_span(call, job)
 
-    async def _follow(
-        self, job: Job, workflow: Workflow, backend: ImageBackend, submission: Submission, call: Call
-    ) -> None:
+    async def _follow(self, job: Job, run: JobRun, call: Call) -> None:
         try:
-            async with asyncio.timeout(backend.timeout_seconds):
-                images = await backend.follow(submission, JobSink(self.registry, job))
+            async with asyncio.timeout(run.timeout_seconds):
+                images = await run.images(JobSink(self.registry, job))
             job.images, job.finished_at = len(images), datetime.now(UTC)
+            job.provider = call.provider or job.provider  # what served it, after LiteLLM's fallbacks
             await asyncio.to_thread(self.store.save, job.stored(), images)
         except TimeoutError:
-            await backend.cancel(submission)
-            message = f"no image within {backend.timeout_seconds:g} s; the prompt was stopped"
-            await self._fail(job, call, ApiError(504, message, "timeout_error", "generation_timeout"), JobStatus.timed_out)
+            await run.stop()
+            error = ApiError(504, run.timeout_message(), "timeout_error", "generation_timeout")
+            await self._fail(job, call, error, JobStatus.timed_out)
             return
         except ApiError as exc:
             await self._fail(job, call, exc)
             return
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.shield(backend.cancel(submission))
+                await asyncio.shield(run.stop())
             await self._fail(job, call, ApiError(503, "the gateway shut down during the generation", "service_unavailable", "shutdown"))
             raise
         except Exception:
             log.exception("image job failed")
             await self._fail(job, call, ApiError(500, "internal error", "internal_error", "internal_error"))
             return
-        call.cost_usd = job.cost_usd = workflow.config.cost_usd_per_image * len(images)
+        call.cost_usd = job.cost_usd = run.cost(len(images)) or Decimal(0)
         call.extra_attributes[attr.IMAGES_COUNT] = len(images)
         await self.registry.finish(job, JobStatus.succeeded, images=len(images))
 
     async def _fail(self, job: Job, call: Call, error: ApiError, status: JobStatus = JobStatus.failed) -> None:
         call.fail(error.code, Outcome.upstream_failed)
         job.images = 0
+        job.cost_usd = call.cost_usd or Decimal(0)  # a LiteLLM answer that was billed, then unusable
         await self.registry.finish(job, status, error=JobError.of(error))
 
     def _end_span(self, call: Call, job: Job) -> None:

@@ -1,7 +1,9 @@
 """The product's image routes: start a job, follow it (JSON or server-sent events), fetch its images.
 
-Jobs and images are visible only to their owner or an admin; anyone else gets 404, so
-job ids do not reveal whether a job exists. Ids are checked by pattern before any lookup.
+A job runs a workflow of config/comfyui/workflows.yaml or, for any other name, a LiteLLM
+image model of the catalog (media/litellm.py), as POST /v1/images/generations resolves
+`model`. Jobs and images are visible only to their owner or an admin; anyone else gets
+404, so job ids do not reveal whether a job exists. Ids are checked by pattern before any lookup.
 """
 
 import json
@@ -14,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from bff.errors import bad_request, not_found
+from bff.media import litellm
 from bff.media.jobs import Job, JobError, JobEvent, JobState, JobStatus, Progress
 from bff.media.storage import JOB_ID_PATTERN, MAX_IMAGES_PER_JOB
 from bff.media.workflows import ImageOptions, ImageParams, ParameterError, Workflow
@@ -31,7 +34,10 @@ ImageIndex = Annotated[int, Path(ge=0, lt=MAX_IMAGES_PER_JOB)]
 
 class GenerateImageRequest(ImageOptions):
     workflow: str | None = Field(
-        default=None, min_length=1, max_length=64, description="a workflow name from config/comfyui/workflows.yaml"
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="a workflow name from config/comfyui/workflows.yaml, or a LiteLLM image model (mode image_generation)",
     )
     task: str | None = Field(
         default=None, pattern=TASK_NAME.pattern, description="or an image task, resolved by config/routing.yaml"
@@ -53,7 +59,9 @@ class JobView(BaseModel):
     job_id: str
     workflow: str
     status: JobStatus
-    progress: Progress = Field(description="sampler steps done / total, from ComfyUI's progress messages")
+    progress: Progress = Field(
+        description="sampler steps done / total, from ComfyUI's progress messages; 0/1 then 1/1 for a LiteLLM image model"
+    )
     error: JobError | None
     images: list[str] = Field(description="absolute URLs of the PNGs, once the job succeeded")
     created_at: datetime
@@ -78,6 +86,13 @@ def resolve_params(workflow: Workflow, options: ImageOptions, field_names: dict[
         raise bad_request(f"invalid field '{field}': {exc.message}") from None
 
 
+def resolve_model_params(model: litellm.LiteLLMImageModel, options: ImageOptions) -> ImageParams:
+    try:
+        return litellm.resolve_params(model, options)
+    except ParameterError as exc:
+        raise bad_request(f"invalid field '{exc.field}': {exc.message}") from None
+
+
 @router.post(
     "/image/generate",
     status_code=202,
@@ -90,10 +105,22 @@ async def generate_image(
     call: ImagesCall,
     body: Annotated[GenerateImageRequest, Depends(JsonBody(GenerateImageRequest))],
 ) -> JSONResponse:
-    workflow = services.images.workflow(body.workflow or services.router.workflow_for(body.task or ""))
-    params = resolve_params(workflow, body)
+    name = body.workflow or services.router.workflow_for(body.task or "")
     call.context = body.task
-    job = await services.images.start(call, workflow, params, detach_span=True)
+    if services.images.catalog.get(name) is not None:
+        workflow = services.images.workflow(name)
+        job = await services.images.start(call, workflow, resolve_params(workflow, body), detach_span=True)
+    else:
+        # Not a workflow: a LiteLLM image model (DALL-E, gpt-image, Gemini) under the chat policy
+        call.model = name  # refusals name it on the span too
+        catalog = await services.catalog.get()
+        model = litellm.image_model(services.access, catalog, call.caller, name, "workflow" if body.workflow else "task")
+        if model is None:
+            raise not_found(f"no image workflow or LiteLLM image model '{name}'"[:200], "model_not_found")
+        params = resolve_model_params(model, body)
+        job = litellm.start_job(
+            services.images, call, model, params, services.litellm, services.fallbacks, services.settings.upstream_timeout_seconds
+        )
     return JSONResponse(JobAccepted(job_id=job.id, status=job.status).model_dump(mode="json"), status_code=202)
 
 
