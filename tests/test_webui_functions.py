@@ -266,7 +266,7 @@ def test_unconfigured_unknown_and_unreachable_are_explained(mock: Bff, monkeypat
     result, events = _generate(_tool(mock, WORKFLOWS="sdxl-basic"), user, {"prompt": "x", "workflow": "mock-image"})
     _refusal(result, events, "Unknown image workflow 'mock-image'. Available: sdxl-basic.")
     result, events = _generate(_tool(mock, WORKFLOWS="no-such-flow"), user, {"prompt": "x"})
-    _refusal(result, events, "unknown image workflow 'no-such-flow'")  # the BFF's 404, passed on
+    _refusal(result, events, "no image workflow or LiteLLM image model 'no-such-flow'")  # the BFF's 404, passed on
     result, events = _generate(_tool(mock, BFF_URL=f"http://127.0.0.1:{free_port()}"), user, {"prompt": "x"})
     _refusal(result, events, "cannot be reached")
     result, events = _generate(_tool(mock), user, {"prompt": "x", "workflow": "mock-image", "width": 5000})
