@@ -5,8 +5,6 @@ import base64
 import hashlib
 import json
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,6 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
@@ -25,10 +22,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from bff import docs
 from bff.monitoring.assets import Asset
 from conftest import OUTPUT, WEBUI_SECRET, Bff, BffFactory
+from support.browser import chromium
 from support.fake_openai import REPLY
 from support.servers import ThreadServer, strip_prefix
 from support.tokens import session_token
-from test_monitoring import CHROMIUM_FLAGS, _problems
+from test_monitoring import _problems
 from test_public_prefix import _forward_to
 
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
@@ -211,20 +209,8 @@ def test_every_post_documents_its_body(bff: Bff, admin_token: str, schema: dict[
 
 @pytest.fixture(scope="module")
 def offline_browser() -> Iterator[webdriver.Chrome]:
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not chromedriver:
-        pytest.fail("Debian's chromium and chromium-driver are missing; scripts/test.sh installs them")
-    profile = tempfile.mkdtemp(prefix="bff-chromium-docs-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in [*CHROMIUM_FLAGS, *OFFLINE_FLAGS, "--window-size=1360,3000", f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium(*OFFLINE_FLAGS, "--window-size=1360,3000") as driver:
+        yield driver
 
 
 def _assert_offline(driver: webdriver.Chrome, base: str) -> None:

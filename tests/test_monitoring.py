@@ -1,8 +1,6 @@
 """The monitoring pages in a real browser (Debian's Chromium driven by Selenium) over real recorded traffic."""
 
 import re
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,30 +11,19 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from bff.app import create_app
 from bff.monitoring import assets
 from conftest import OUTPUT, WEBUI_SECRET, Bff, chat_body
+from support.browser import chromium
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS
 from support.servers import ThreadServer, strip_prefix
 from support.tokens import session_token
 from test_usage import _as_user, _wait_for
 
 SIGN_IN = "Sign in to Open-WebUI first, then reload"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1360,2700",
-]
 # Everything the page shows, as the browser sees it: Chart.js's own chart objects, the
 # numbers in the cards (text and raw value) and the table cells.
 SNAPSHOT_JS = """
@@ -81,20 +68,8 @@ return {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not chromedriver:
-        pytest.fail("Debian's chromium and chromium-driver are missing; scripts/test.sh installs them")
-    profile = tempfile.mkdtemp(prefix="bff-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as driver:
+        yield driver
 
 
 def _count(client: httpx.Client, user: str) -> int:

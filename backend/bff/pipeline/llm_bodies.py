@@ -25,7 +25,7 @@ MAX_INPUTS = 2048  # OpenAI's limit of embedding inputs per request
 # keys); Open-WebUI never sends it (it pops `metadata` before calling a connection).
 GATEWAY_OWNED = {"metadata": "LiteLLM's tags and logging metadata"}
 
-Count = StrictInt
+Count = StrictInt  # a number of choices or tokens: never a float or a numeric string
 
 
 class LiteLLMBody(BaseModel):

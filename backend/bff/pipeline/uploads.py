@@ -27,10 +27,6 @@ FileField = tuple[str, tuple[str, bytes, str]]  # (field, (filename, content, co
 class Upload:
     files: list[FileField] = field(default_factory=list)
 
-    @property
-    def size(self) -> int:
-        return sum(len(content) for _, (_, content, _) in self.files)
-
 
 class FormBody(Generic[ModelT]):
     """A dependency: (the form's fields as `model`, its files), or 400/413 in the error shape.
