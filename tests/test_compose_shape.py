@@ -34,7 +34,7 @@ import yaml
 
 from conftest import FORWARD_SECRET, MASTER_KEY, OUTPUT, ROOT, SERVICE_KEY, WEBUI_SECRET, chat_body
 from support.compose_env import CollectorStandIn, ComposeShapeError, KongStandIn, bff_environment, service_environment
-from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, SLOW_STREAM_CHUNKS, STREAM_GAP_SECONDS
+from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, SLOW_STREAM_CHUNKS, FakeProviderState
 from support.fake_openwebui import FakeOpenWebUIState
 from support.otlp_receiver import attributes
 from support.servers import ProcessServer, ThreadServer, free_port
@@ -378,19 +378,20 @@ def test_own_store_a_refused_chat_is_recorded(own_store: ComposeBff) -> None:
     assert caller.spent_today() == spent_before
 
 
-def test_own_store_streams_are_relayed_as_they_arrive_through_the_prefix(own_store: ComposeBff) -> None:
+def test_own_store_streams_are_relayed_as_they_arrive_through_the_prefix(own_store: ComposeBff, provider_state: FakeProviderState) -> None:
     caller = Caller("kong", "user-1", own_store)
-    arrivals: list[float] = []
+    received = 0
     with caller.bff.client(headers=caller.chat_headers()) as client:
-        with client.stream("POST", caller.chat_url(), json=chat_body("fake-slow-stream", stream=True)) as answer:
+        with client.stream("POST", caller.chat_url(), json=chat_body("fake-lockstep-stream", stream=True)) as answer:
             assert answer.status_code == 200
-            started = time.monotonic()
             for line in answer.iter_lines():
                 if '"content": "part' in line or '"content":"part' in line:
-                    arrivals.append(time.monotonic() - started)
-    assert len(arrivals) == SLOW_STREAM_CHUNKS
-    # each piece arrives when the provider sends it, not all at the end
-    assert arrivals[-1] - arrivals[0] >= (SLOW_STREAM_CHUNKS - 1) * STREAM_GAP_SECONDS * 0.8, arrivals
+                    received += 1
+                    if received < SLOW_STREAM_CHUNKS:
+                        provider_state.release_next_chunk()  # the next piece leaves the provider only now
+    assert received == SLOW_STREAM_CHUNKS
+    record = [stream for stream in provider_state.streams if stream.model == "fake-lockstep-stream"][-1]
+    assert record.finished and record.waited_out == 0
 
 
 # --- spans over OTLP to the collector ---------------------------------------------------

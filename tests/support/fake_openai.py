@@ -6,6 +6,9 @@ behaviour, so one server plays every provider scenario. Chat completions:
     anything else     normal reply (or a stream of 3 quick chunks); use an OpenAI
                       catalog name such as gpt-4o-mini so LiteLLM forwards `user`
     fake-slow-stream  5 content chunks, STREAM_GAP_SECONDS apart
+    fake-lockstep-stream  5 content chunks, each after the first only once the test has
+                      released it (FakeProviderState.release_next_chunk: the client has the
+                      one before), so a relay that holds chunks back shows without timing
     fake-long-stream  a chunk every 50 ms for 30 s (for disconnect tests)
     fake-429, *-429   429 with Retry-After: 7 (every endpoint)
     fake-500, *-500   500 (every endpoint)
@@ -46,6 +49,7 @@ import io
 import json
 import re
 import struct
+import threading
 import time
 import uuid
 import wave
@@ -68,6 +72,7 @@ SLOW_STREAM_CHUNKS = 5
 LONG_STREAM_SECONDS = 30.0
 USAGE_DELAY_SECONDS = 1.0
 DROP_AFTER_CHUNKS = 2
+LOCKSTEP_PATIENCE_SECONDS = 10.0
 
 EMBEDDING_DIMENSIONS = 8
 EMBEDDING_TOKENS_PER_INPUT = 5
@@ -92,6 +97,7 @@ class StreamRecord:
     closed_early_at: float | None = None  # the reader went away first
     dropped: bool = False  # the provider itself broke the connection off (fake-drop-stream)
     finish_sent_at: float | None = None  # when the finish_reason chunk went out
+    waited_out: int = 0  # fake-lockstep-stream: chunks sent without the test's release (held back on the way)
 
 
 @dataclass
@@ -106,6 +112,11 @@ class FakeProviderState:
     requests: list[dict[str, Any]] = field(default_factory=list)  # chat completion bodies
     streams: list[StreamRecord] = field(default_factory=list)
     calls: list[ProviderCall] = field(default_factory=list)  # every request, every endpoint, in order
+    lockstep: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+
+    def release_next_chunk(self) -> None:
+        """fake-lockstep-stream: the client has the last chunk; the provider may send the next."""
+        self.lockstep.release()
 
     def bodies_for(self, model: str) -> list[dict[str, Any]]:
         """Chat completion bodies for an upstream model."""
@@ -212,7 +223,10 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
     async def stream(model: str, pieces: list[str], gap: float, record: StreamRecord):  # type: ignore[no-untyped-def]
         try:
             yield _chunk(model, {"role": "assistant", "content": ""})
-            for piece in pieces:
+            for number, piece in enumerate(pieces):
+                if model == "fake-lockstep-stream" and number > 0:
+                    released = await asyncio.to_thread(state.lockstep.acquire, True, LOCKSTEP_PATIENCE_SECONDS)
+                    record.waited_out += 0 if released else 1
                 if gap:
                     await asyncio.sleep(gap)
                 if model == "fake-drop-stream" and record.chunks_sent == DROP_AFTER_CHUNKS:
@@ -256,7 +270,11 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
         if body.get("stream"):
             record = StreamRecord(model=model)
             state.streams.append(record)
-            if model == "fake-slow-stream":
+            if model == "fake-lockstep-stream":
+                while state.lockstep.acquire(blocking=False):
+                    pass  # a release left over from an earlier stream
+                pieces, gap = [f"part{i} " for i in range(SLOW_STREAM_CHUNKS)], 0.0
+            elif model == "fake-slow-stream":
                 pieces, gap = [f"part{i} " for i in range(SLOW_STREAM_CHUNKS)], STREAM_GAP_SECONDS
             elif model == "fake-long-stream":
                 pieces, gap = ["tick "] * int(LONG_STREAM_SECONDS / 0.05), 0.05
