@@ -79,6 +79,10 @@ class Child:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLK_TCK
 
+    def memory_kib(self) -> dict[str, int]:
+        """Resident memory of the child's main process now (VmRSS) and at its peak (VmHWM), in KiB."""
+        return memory_kib(self.pid)
+
     def stop(self) -> None:
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
@@ -92,6 +96,16 @@ class Child:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)  # stragglers of the group, if any
         self._log.close()
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of one process from /proc/<pid>/status, in KiB."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            figures[name] = int(value.split()[0])
+    return figures
 
 
 def wait_ready(child: Child, url: str, timeout: float) -> None:

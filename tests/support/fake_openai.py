@@ -280,6 +280,8 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
                 pieces, gap = ["tick "] * int(LONG_STREAM_SECONDS / 0.05), 0.05
             elif model == "fake-drop-stream":
                 pieces, gap = [f"piece{i} " for i in range(DROP_AFTER_CHUNKS + 3)], 0.05
+            elif model == "bench-stream":  # scripts/bench_overhead.py --mode stream: 10 deltas, 10 ms apart
+                pieces, gap = [f"tok{i} " for i in range(10)], 0.01
             else:
                 pieces, gap = ["Hello ", "from the ", "fake provider."], 0.0
             return StreamingResponse(stream(model, pieces, gap, record), media_type="text/event-stream")
