@@ -1,5 +1,7 @@
--- Daily rollup the dashboards and per-user budgets read: one row per day and dimension set,
--- sums plus latency quantile states. Kept 5 years.
+-- Daily rollup the per-user budgets read: one row per day and dimension set, sums. Kept 5 years.
+-- Its view (gateway_usage_daily_mv) is defined in 004_gateway_usage_rollups.sql, fed from the
+-- detail rollup there; LatencyMs (reservoir quantile states) is filled only by rows written before
+-- that view existed, and nothing reads it any more: the usage API reads the 004 rollups.
 CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily (
     Day Date,
     UserId String,
@@ -19,24 +21,3 @@ CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily (
 PARTITION BY toYYYYMM(Day)
 ORDER BY (Day, UserId, ModelGroup, Provider, Context, Operation, Role)
 TTL Day + toIntervalDay(1825);
-
-CREATE OR REPLACE MATERIALIZED VIEW otel.gateway_usage_daily_mv
-TO otel.gateway_usage_daily
-AS SELECT
-    toDate(Timestamp) AS Day,
-    UserId,
-    Role,
-    ModelGroup,
-    Provider,
-    Context,
-    Operation,
-    toUInt64(count()) AS Requests,
-    -- a stream that failed after it started answered 200, and is an error all the same
-    toUInt64(countIf(HttpStatus >= 400 OR Outcome = 'upstream_failed')) AS Errors,
-    sum(InputTokens) AS InputTokens,
-    sum(OutputTokens) AS OutputTokens,
-    sum(CostUsd) AS CostUsd,
-    toUInt64(sum(Fallbacks)) AS Fallbacks,
-    quantilesState(0.5, 0.95, 0.99)(LatencyMs) AS LatencyMs
-FROM otel.gateway_requests
-GROUP BY Day, UserId, Role, ModelGroup, Provider, Context, Operation;

@@ -81,21 +81,21 @@ def _fetch(services: Services, sql: str, params: dict[str, Any]) -> Callable[[],
 
 @router.get("/summary", response_model=SummaryResponse, summary="Totals over a time range")
 async def summary(services: ServicesDep, query: QueryDep) -> SummaryResponse:
-    sql, params, source = queries.summary_sql(query)
+    sql, params, plan = queries.summary_sql(query)
     rows = await _run(services, _fetch(services, sql, params))
     return SummaryResponse(
-        range=query.range(), filters=query.applied(), source=queries.source_name(source), totals=queries.summary_result(rows)
+        range=query.range(), filters=query.applied(), source=plan.source, totals=queries.summary_result(rows)
     )
 
 
 @router.get("/timeseries", response_model=TimeseriesResponse, summary="Totals per time bucket")
 async def timeseries(services: ServicesDep, query: QueryDep, bucket: Bucket = Bucket.day) -> TimeseriesResponse:
-    sql, params, source = queries.timeseries_sql(query, bucket)
+    sql, params, plan = queries.timeseries_sql(query, bucket)
     rows = await _run(services, _fetch(services, sql, params))
     return TimeseriesResponse(
         range=query.range(),
         filters=query.applied(),
-        source=queries.source_name(source),
+        source=plan.source,
         bucket=bucket,
         points=queries.timeseries_result(rows),
     )
@@ -108,10 +108,10 @@ async def breakdown(
     by: Dimension,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_ROWS)] = 50,
 ) -> BreakdownResponse:
-    sql, params, source = queries.breakdown_sql(query, by, limit)
+    sql, params, plan = queries.breakdown_sql(query, by, limit)
     rows = await _run(services, _fetch(services, sql, params))
     return BreakdownResponse(
-        range=query.range(), filters=query.applied(), source=queries.source_name(source), by=by, rows=queries.breakdown_result(rows)
+        range=query.range(), filters=query.applied(), source=plan.source, by=by, rows=queries.breakdown_result(rows)
     )
 
 

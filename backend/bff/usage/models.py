@@ -27,6 +27,8 @@ class Dimension(StrEnum):
 
 
 class Percentiles(BaseModel):
+    """quantilesBFloat16 in ClickHouse: within about 1 % of the exact value, and the same from any mix of rollups."""
+
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
@@ -42,7 +44,7 @@ class UsageTotals(BaseModel):
     fallbacks: int = 0
     latency_ms: Percentiles = Field(default_factory=Percentiles)
     ttft_ms: Percentiles = Field(
-        default_factory=Percentiles, description="time to first token of streamed requests (not in the daily rollup)"
+        default_factory=Percentiles, description="time to first token of streamed requests"
     )
 
 
@@ -62,13 +64,15 @@ class AppliedFilters(BaseModel):
     status: str | None = None
 
 
-Source = Literal["rollup", "requests"]
+Source = Literal["rollup", "requests", "rollup+requests"]
 
 
 class SummaryResponse(BaseModel):
     range: Range
     filters: AppliedFilters
-    source: Source = Field(description="the daily rollup for whole-day ranges, else the typed request table")
+    source: Source = Field(
+        description="where the answer came from: the daily rollups (whole UTC days), the typed request table, or both merged"
+    )
     totals: UsageTotals
 
 

@@ -1,13 +1,16 @@
 """Parameterised usage queries. Identifiers come only from the fixed maps below;
 every caller-supplied value travels as a ClickHouse query parameter.
 
-Whole-day ranges without status or session filters read the daily rollup
-(otel.gateway_usage_daily); everything else reads the typed request table.
+A range's whole UTC days are read from the smallest daily rollup that holds every column the
+query filters or groups by (config/clickhouse/004_gateway_usage_rollups.sql); its partial days
+at the edges (and hourly buckets, and sessions) from the typed request table. Both parts are
+merged in one statement: sums, and quantilesBFloat16 states, whose merge is exact, so the answer
+is the one the typed table alone gives.
 """
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -33,65 +36,57 @@ MAX_POINTS = 2000
 MAX_ROWS = 1000
 BUCKET_STEP = {Bucket.hour: timedelta(hours=1), Bucket.day: timedelta(days=1), Bucket.week: timedelta(weeks=1), Bucket.month: timedelta(days=28)}
 
+TYPED_TABLE = "otel.gateway_requests"
+_LEVELS = "0.5, 0.95, 0.99"
+# An error answer, or a stream that failed after it started with 200 (as the rollups count).
+_FAILED = "(HttpStatus >= 400 OR Outcome = 'upstream_failed')"
+_SUMS = (
+    "sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens, sum(CostUsd) AS cost_usd, "
+    "sum(Fallbacks) AS fallbacks"
+)
+# The UsageTotals columns (as _totals reads them) straight from typed rows ...
+_TYPED_METRICS = (
+    f"count() AS requests, countIf({_FAILED}) AS errors, {_SUMS}, "
+    f"quantilesBFloat16({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16({_LEVELS})(TtftMs) AS ttft"
+)
+# ... or merged from parts: typed rows as partial states, rollup rows as they are.
+_TYPED_STATES = (
+    f"count() AS requests, countIf({_FAILED}) AS errors, {_SUMS}, "
+    f"quantilesBFloat16State({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16State({_LEVELS})(TtftMs) AS ttft"
+)
+_ROLLUP_ROWS = (
+    "Requests AS requests, Errors AS errors, InputTokens AS input_tokens, OutputTokens AS output_tokens, "
+    "CostUsd AS cost_usd, Fallbacks AS fallbacks, LatencyMs AS latency, TtftMs AS ttft"
+)
+_MERGED_METRICS = (
+    "sum(requests) AS requests, sum(errors) AS errors, sum(input_tokens) AS input_tokens, "
+    "sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, sum(fallbacks) AS fallbacks, "
+    f"quantilesBFloat16Merge({_LEVELS})(latency) AS latency, quantilesBFloat16Merge({_LEVELS})(ttft) AS ttft"
+)
 
-@dataclass(frozen=True)
-class SourceSql:
-    table: str
-    time: str
-    metrics: str  # the UsageTotals columns, in _totals order
-    dimensions: dict[Dimension, str]
-    buckets: dict[Bucket, str]
-
-
-# Dimensions both sources hold as real columns of the same name.
-_SHARED_DIMENSIONS = {
+# Every dimension as an expression over columns that the typed table and the rollups share.
+DIMENSIONS = {
     Dimension.model: "ModelGroup",
     Dimension.user: "UserId",
     Dimension.provider: "Provider",
     Dimension.role: "Role",
     Dimension.context: "Context",
     Dimension.operation: "Operation",
+    Dimension.status: "toString(HttpStatus)",
+    Dimension.session: "SessionId",
+    Dimension.outcome: "Outcome",
 }
-
-# An error answer, or a stream that failed after it started with 200 (as the daily rollup counts).
-_FAILED = "(HttpStatus >= 400 OR Outcome = 'upstream_failed')"
-
-_TYPED = SourceSql(
-    table="otel.gateway_requests",
-    time="Timestamp",
-    metrics=(
-        f"count() AS requests, countIf({_FAILED}) AS errors, sum(InputTokens) AS input_tokens, "
-        "sum(OutputTokens) AS output_tokens, sum(CostUsd) AS cost_usd, sum(Fallbacks) AS fallbacks, "
-        "quantiles(0.5, 0.95, 0.99)(LatencyMs) AS latency, quantiles(0.5, 0.95, 0.99)(TtftMs) AS ttft"
-    ),
-    dimensions={
-        **_SHARED_DIMENSIONS,
-        Dimension.status: "toString(HttpStatus)",
-        Dimension.session: "SessionId",
-        Dimension.outcome: "Outcome",
-    },
-    buckets={
-        Bucket.hour: "toStartOfHour(Timestamp)",
-        Bucket.day: "toDateTime(toStartOfDay(Timestamp))",
-        Bucket.week: "toDateTime(toStartOfWeek(Timestamp, 1))",
-        Bucket.month: "toDateTime(toStartOfMonth(Timestamp))",
-    },
-)
-_ROLLUP = SourceSql(
-    table="otel.gateway_usage_daily",
-    time="Day",
-    metrics=(
-        "sum(Requests) AS requests, sum(Errors) AS errors, sum(InputTokens) AS input_tokens, "
-        "sum(OutputTokens) AS output_tokens, sum(CostUsd) AS cost_usd, sum(Fallbacks) AS fallbacks, "
-        "quantilesMerge(0.5, 0.95, 0.99)(LatencyMs) AS latency, CAST([], 'Array(Float64)') AS ttft"
-    ),
-    dimensions=_SHARED_DIMENSIONS,
-    buckets={
-        Bucket.day: "toDateTime(Day)",
-        Bucket.week: "toDateTime(toStartOfWeek(Day, 1))",
-        Bucket.month: "toDateTime(toStartOfMonth(Day))",
-    },
-)
+_DIMENSION_COLUMNS = {
+    Dimension.model: {"ModelGroup"},
+    Dimension.user: {"UserId"},
+    Dimension.provider: {"Provider"},
+    Dimension.role: {"Role"},
+    Dimension.context: {"Context"},
+    Dimension.operation: {"Operation"},
+    Dimension.status: {"HttpStatus"},
+    Dimension.session: {"SessionId"},
+    Dimension.outcome: {"Outcome"},
+}
 _FILTER_COLUMNS = {
     "model": "ModelGroup",
     "user": "UserId",
@@ -99,12 +94,56 @@ _FILTER_COLUMNS = {
     "context": "Context",
     "operation": "Operation",
 }
+# Buckets as UTC DateTimes, from a timestamp column (typed) or a Day column (rollups).
+_TYPED_BUCKETS = {
+    Bucket.hour: "toStartOfHour(toDateTime({column}, 'UTC'))",
+    Bucket.day: "toDateTime(toStartOfDay({column}, 'UTC'), 'UTC')",
+    Bucket.week: "toDateTime(toStartOfWeek({column}, 1, 'UTC'), 'UTC')",
+    Bucket.month: "toDateTime(toStartOfMonth({column}, 'UTC'), 'UTC')",
+}
+_ROLLUP_BUCKETS = {
+    Bucket.day: "toDateTime(Day, 'UTC')",
+    Bucket.week: "toDateTime(toStartOfWeek(Day, 1), 'UTC')",
+    Bucket.month: "toDateTime(toStartOfMonth(Day), 'UTC')",
+}
 _FILL_STEP = {
     Bucket.hour: "toIntervalHour(1)",
     Bucket.day: "toIntervalDay(1)",
     Bucket.week: "toIntervalWeek(1)",
     Bucket.month: "toIntervalMonth(1)",
 }
+
+
+@dataclass(frozen=True)
+class Rollup:
+    table: str
+    columns: frozenset[str]  # the dimension columns it keeps
+
+
+_EVERY_COLUMN = frozenset({"ModelGroup", "UserId", "Provider", "Role", "Context", "Operation", "HttpStatus", "Outcome"})
+# Smallest first: a query reads the first that holds every column it needs.
+ROLLUPS = (
+    Rollup("otel.gateway_usage_daily_users", frozenset({"UserId", "Role"})),
+    Rollup("otel.gateway_usage_daily_global", _EVERY_COLUMN - {"UserId"}),
+    Rollup("otel.gateway_usage_daily_detail", _EVERY_COLUMN),
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a query's answer comes from: a rollup for [first_day, end_day) and the typed table
+    for the rest of the range (either may be absent)."""
+
+    rollup: Rollup | None
+    first_day: datetime
+    end_day: datetime
+    typed: bool
+
+    @property
+    def source(self) -> Source:
+        if self.rollup is None:
+            return "requests"
+        return "rollup+requests" if self.typed else "rollup"
 
 
 @dataclass(frozen=True)
@@ -147,24 +186,32 @@ class UsageQuery:
             status=self.status,
         )
 
-    def whole_days(self) -> bool:
-        return all(moment.time() == time(0) for moment in (self.start, self.end))
+    def needed_columns(self) -> set[str]:
+        columns = {column for name, column in _FILTER_COLUMNS.items() if getattr(self, name) is not None}
+        if self.status in ("ok", "error"):
+            columns |= {"HttpStatus", "Outcome"}
+        elif self.status is not None:
+            columns.add("HttpStatus")
+        return columns
 
-    def source(self, dimension: Dimension | None = None, bucket: Bucket | None = None) -> SourceSql:
-        fits_rollup = (
-            self.whole_days()
-            and self.status is None
-            and (dimension is None or dimension in _ROLLUP.dimensions)
-            and (bucket is None or bucket in _ROLLUP.buckets)
-        )
-        return _ROLLUP if fits_rollup else _TYPED
+    def typed_only(self) -> Plan:
+        """The plan that reads the typed table alone (what every rollup answer must equal)."""
+        return Plan(None, self.start, self.start, True)
 
-    def where(self, source: SourceSql) -> tuple[str, dict[str, Any]]:
-        if source is _ROLLUP:
-            clauses = ["Day >= toDate({start:DateTime64(6, 'UTC')})", "Day < toDate({end:DateTime64(6, 'UTC')})"]
-        else:
-            clauses = ["Timestamp >= {start:DateTime64(6, 'UTC')}", "Timestamp < {end:DateTime64(6, 'UTC')}"]
-        params: dict[str, Any] = {"start": self.start, "end": self.end}
+    def plan(self, dimension: Dimension | None = None, bucket: Bucket | None = None) -> Plan:
+        """The smallest rollup that can answer the range's whole UTC days, if any."""
+        midnight = self.start.replace(hour=0, minute=0, second=0, microsecond=0)
+        first_day = midnight if self.start == midnight else midnight + timedelta(days=1)
+        end_day = self.end.replace(hour=0, minute=0, second=0, microsecond=0)
+        needed = self.needed_columns() | (_DIMENSION_COLUMNS[dimension] if dimension is not None else set())
+        rollup = next((rollup for rollup in ROLLUPS if needed <= rollup.columns), None)
+        if first_day >= end_day or rollup is None or (bucket is not None and bucket not in _ROLLUP_BUCKETS):
+            return self.typed_only()
+        return Plan(rollup, first_day, end_day, typed=self.start < first_day or end_day < self.end)
+
+    def _filters(self) -> tuple[list[str], dict[str, Any]]:
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
         for name, column in _FILTER_COLUMNS.items():
             value = getattr(self, name)
             if value is not None:
@@ -177,15 +224,44 @@ class UsageQuery:
         elif self.status is not None:
             clauses.append("HttpStatus = {status:UInt16}")
             params["status"] = int(self.status)
+        return clauses, params
+
+    def where(self, plan: Plan | None = None) -> tuple[str, dict[str, Any]]:
+        """The typed table's conditions: the range, minus the days the plan's rollup answers."""
+        clauses, params = self._filters()
+        clauses[:0] = ["Timestamp >= {start:DateTime64(6, 'UTC')}", "Timestamp < {end:DateTime64(6, 'UTC')}"]
+        params.update(start=self.start, end=self.end)
+        if plan is not None and plan.rollup is not None:
+            clauses.insert(2, "(Timestamp < {first_day:DateTime64(6, 'UTC')} OR Timestamp >= {end_day:DateTime64(6, 'UTC')})")
+            params.update(first_day=plan.first_day, end_day=plan.end_day)
         return " AND ".join(clauses), params
+
+    def rollup_where(self, plan: Plan) -> tuple[str, dict[str, Any]]:
+        clauses, params = self._filters()
+        clauses[:0] = ["Day >= {first_date:Date}", "Day < {end_date:Date}"]
+        params.update(first_date=plan.first_day.date(), end_date=plan.end_day.date())
+        return " AND ".join(clauses), params
+
+
+def _select(query: UsageQuery, plan: Plan, key: str | None, typed_key: str | None, rollup_key: str | None) -> tuple[str, dict[str, Any]]:
+    """SELECT [key,] metrics FROM ... WHERE ...: the typed table alone, or the rollup's part and
+    the typed part merged. The caller adds GROUP BY / ORDER BY over `key`."""
+    typed_where, params = query.where(plan)
+    if plan.rollup is None:
+        head = f"{typed_key} AS {key}, " if key else ""
+        return f"SELECT {head}{_TYPED_METRICS} FROM {TYPED_TABLE} WHERE {typed_where}", params
+    rollup_where, rollup_params = query.rollup_where(plan)
+    params.update(rollup_params)
+    parts = [f"SELECT {f'{rollup_key} AS {key}, ' if key else ''}{_ROLLUP_ROWS} FROM {plan.rollup.table} WHERE {rollup_where}"]
+    if plan.typed:
+        group = f" GROUP BY {key}" if key else ""
+        parts.append(f"SELECT {f'{typed_key} AS {key}, ' if key else ''}{_TYPED_STATES} FROM {TYPED_TABLE} WHERE {typed_where}{group}")
+    head = f"{key}, " if key else ""
+    return f"SELECT {head}{_MERGED_METRICS} FROM ({' UNION ALL '.join(parts)})", params
 
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def source_name(source: SourceSql) -> Source:
-    return "rollup" if source is _ROLLUP else "requests"
 
 
 def _percentiles(values: list[float] | None) -> Percentiles:
@@ -208,43 +284,40 @@ def _totals(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summary_sql(query: UsageQuery) -> tuple[str, dict[str, Any], SourceSql]:
-    source = query.source()
-    where, params = query.where(source)
-    return f"SELECT {source.metrics} FROM {source.table} WHERE {where}", params, source
+def summary_sql(query: UsageQuery, plan: Plan | None = None) -> tuple[str, dict[str, Any], Plan]:
+    plan = plan or query.plan()
+    sql, params = _select(query, plan, None, None, None)
+    return sql, params, plan
 
 
 def summary_result(rows: list[dict[str, Any]]) -> UsageTotals:
     return UsageTotals(**_totals(rows[0])) if rows else UsageTotals()
 
 
-def timeseries_sql(query: UsageQuery, bucket: Bucket) -> tuple[str, dict[str, Any], SourceSql]:
+def timeseries_sql(query: UsageQuery, bucket: Bucket, plan: Plan | None = None) -> tuple[str, dict[str, Any], Plan]:
     if (query.end - query.start) / BUCKET_STEP[bucket] > MAX_POINTS:
         raise bad_request(f"invalid field 'bucket': '{bucket}' over this range exceeds {MAX_POINTS} points")
-    source = query.source(bucket=bucket)
-    where, params = query.where(source)
-    expression = source.buckets[bucket]
-    fill_from = _TYPED.buckets[bucket].replace("Timestamp", "{start:DateTime64(6, 'UTC')}")
-    sql = (
-        f"SELECT {expression} AS t, {source.metrics} FROM {source.table} WHERE {where} GROUP BY t "
-        f"ORDER BY t WITH FILL FROM {fill_from} TO toDateTime({{end:DateTime64(6, 'UTC')}}) STEP {_FILL_STEP[bucket]}"
+    plan = plan or query.plan(bucket=bucket)
+    typed_key = _TYPED_BUCKETS[bucket].format(column="Timestamp")
+    sql, params = _select(query, plan, "t", typed_key, _ROLLUP_BUCKETS.get(bucket))
+    fill_from = _TYPED_BUCKETS[bucket].format(column="{start:DateTime64(6, 'UTC')}")
+    sql += (
+        f" GROUP BY t ORDER BY t WITH FILL FROM {fill_from} TO toDateTime({{end:DateTime64(6, 'UTC')}}, 'UTC') "
+        f"STEP {_FILL_STEP[bucket]}"
     )
-    return sql, params, source
+    return sql, params, plan
 
 
 def timeseries_result(rows: list[dict[str, Any]]) -> list[TimeseriesPoint]:
     return [TimeseriesPoint(t=_utc(row["t"]), **_totals(row)) for row in rows]
 
 
-def breakdown_sql(query: UsageQuery, by: Dimension, limit: int) -> tuple[str, dict[str, Any], SourceSql]:
-    source = query.source(dimension=by)
-    where, params = query.where(source)
+def breakdown_sql(query: UsageQuery, by: Dimension, limit: int, plan: Plan | None = None) -> tuple[str, dict[str, Any], Plan]:
+    plan = plan or query.plan(dimension=by)
+    sql, params = _select(query, plan, "key", DIMENSIONS[by], DIMENSIONS[by])
     params["limit"] = min(limit, MAX_ROWS)
-    sql = (
-        f"SELECT {source.dimensions[by]} AS key, {source.metrics} FROM {source.table} WHERE {where} "
-        "GROUP BY key ORDER BY cost_usd DESC, requests DESC, key LIMIT {limit:UInt32}"
-    )
-    return sql, params, source
+    sql += " GROUP BY key ORDER BY cost_usd DESC, requests DESC, key LIMIT {limit:UInt32}"
+    return sql, params, plan
 
 
 def breakdown_result(rows: list[dict[str, Any]]) -> list[BreakdownRow]:
@@ -256,14 +329,14 @@ SESSION_LIMIT = 500
 
 def session_sql(query: UsageQuery, session_id: str) -> tuple[str, str, dict[str, Any]]:
     """Totals and the request list of one Open-WebUI chat (always from the typed table)."""
-    where, params = query.where(_TYPED)
+    where, params = query.where()
     where += " AND SessionId = {session:String}"
     params["session"] = session_id
-    totals = f"SELECT {_TYPED.metrics} FROM {_TYPED.table} WHERE {where}"
+    totals = f"SELECT {_TYPED_METRICS} FROM {TYPED_TABLE} WHERE {where}"
     requests = (
         "SELECT Timestamp AS timestamp, RequestId AS request_id, ModelGroup AS model, HttpStatus AS status, "
         "Stream AS stream, InputTokens AS input_tokens, OutputTokens AS output_tokens, CostUsd AS cost_usd, "
-        f"LatencyMs AS latency_ms, TtftMs AS ttft_ms FROM {_TYPED.table} WHERE {where} "
+        f"LatencyMs AS latency_ms, TtftMs AS ttft_ms FROM {TYPED_TABLE} WHERE {where} "
         f"ORDER BY Timestamp LIMIT {SESSION_LIMIT}"
     )
     return totals, requests, params
@@ -275,7 +348,7 @@ TRACE_WINDOW = timedelta(hours=1)
 
 def request_sql(query: UsageQuery, request_id: str) -> tuple[str, dict[str, Any]]:
     """One request's typed row, within the query's range and user filter."""
-    where, params = query.where(_TYPED)
+    where, params = query.where()
     params["request_id"] = request_id
     sql = (
         "SELECT Timestamp AS timestamp, RequestId AS request_id, TraceId AS trace_id, UserId AS user_id, Role AS role, "
@@ -284,7 +357,7 @@ def request_sql(query: UsageQuery, request_id: str) -> tuple[str, dict[str, Any]
         "ErrorType AS error_type, Stream AS stream, InputTokens AS input_tokens, OutputTokens AS output_tokens, "
         "TotalTokens AS total_tokens, CostUsd AS cost_usd, LatencyMs AS latency_ms, TtftMs AS ttft_ms, "
         "Outcome AS outcome, CostEstimated AS cost_estimated, "
-        f"Retries AS retries, Fallbacks AS fallbacks FROM {_TYPED.table} "
+        f"Retries AS retries, Fallbacks AS fallbacks FROM {TYPED_TABLE} "
         f"WHERE {where} AND RequestId = {{request_id:String}} ORDER BY Timestamp LIMIT 1"
     )
     return sql, params
