@@ -44,26 +44,34 @@ light load; per-insert overhead dominates small batches: --batch 512 or 4096 sho
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import os
 import resource
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import uvicorn
+from jose import jwt
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Span, TracerProvider
 from opentelemetry.trace import SpanKind
 
+from bff.app import create_app
 from bff.clickhouse import ClickHouseStore
 from bff.identity.principal import AuthMethod, Principal, Role
 from bff.pipeline.call import Call
@@ -84,8 +92,10 @@ ADMIN_SHARE = 0.03
 PLACEHOLDER = "-"
 NS_PER_DAY = 86_400 * 10**9
 
-TARGET_INGEST_SPANS_PER_S = 50_000
+TARGET_INGEST_SPANS_PER_S = 200_000
 TARGET_ROLLUP_P50_MS = 100.0
+TARGET_CALL_P50_MS = 100.0
+TARGET_PAGE_MS = 300.0
 TARGET_RATIO = 10.0
 
 # ---------------------------------------------------------------------------------------------
@@ -517,6 +527,153 @@ def timed_call(action: Callable[[], object]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# The usage API as the monitoring pages call it
+
+SERVICE_KEY = "bench-usage-service-key"
+FORWARD_SECRET = "bench-usage-forward-secret"
+RANGES = {"24h": (1, "hour"), "7d": (7, "day"), "30d": (30, "day"), "90d": (90, "day")}  # monitoring.js RANGES
+
+
+def page_calls(days: int, bucket: str, admin: bool, now: datetime) -> list[tuple[str, dict[str, str]]]:
+    """The usage API calls of one monitoring page load, as monitoring.js load() makes them."""
+    if bucket == "hour":
+        start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    else:
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
+    base = {"from": start.isoformat().replace("+00:00", "Z"), "to": now.isoformat().replace("+00:00", "Z")}
+    calls = [
+        ("summary", base),
+        ("timeseries", {**base, "bucket": bucket}),
+        ("breakdown", {**base, "by": "model", "limit": "20"}),
+        ("breakdown", {**base, "by": "status", "limit": "20"}),
+        ("breakdown", {**base, "by": "context", "limit": "50"}),
+        ("breakdown", {**base, "by": "operation", "limit": "50"}),
+        ("breakdown", {**base, "by": "outcome", "limit": "20"}),
+    ]
+    if admin:
+        calls.append(("breakdown", {**base, "by": "user", "limit": "10"}))
+    return calls
+
+
+def call_name(path: str, params: dict[str, str]) -> str:
+    return f"{path}?by={params['by']}" if "by" in params else path
+
+
+def forwarded_headers(user_id: str, role: str) -> dict[str, str]:
+    """Open-WebUI's backend calling with the service key and a signed user JWT."""
+    now = int(time.time())
+    claims = {"sub": user_id, "email": f"{user_id}@bench.test", "name": user_id, "role": role, "iss": "open-webui", "iat": now, "exp": now + 3600}
+    return {"Authorization": f"Bearer {SERVICE_KEY}", "X-OpenWebUI-User-Jwt": jwt.encode(claims, FORWARD_SECRET, algorithm="HS256")}
+
+
+class InProcessBff:
+    """The real BFF app (bff.app.create_app) under uvicorn on a loopback port, in this process
+    (the embedded store allows one process per data path)."""
+
+    def __init__(self, url: str, directory: Path):
+        settings = Settings(
+            litellm_url="http://127.0.0.1:9",  # not needed for usage calls
+            litellm_master_key="bench-master-key",
+            webui_secret_key="bench-webui-secret",
+            bff_service_keys=[SERVICE_KEY],
+            forward_user_info_header_jwt_secret=FORWARD_SECRET,
+            clickhouse_url=url,
+            clickhouse_schema_dir=ROOT / "config" / "clickhouse",
+            policy_file=ROOT / "config" / "policy.yaml",
+            routing_file=ROOT / "config" / "routing.yaml",
+            comfyui_workflows_dir=ROOT / "config" / "comfyui",
+            media_dir=directory / "media",
+            log_level="WARNING",
+        )
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the in-process BFF did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class PageTiming:
+    calls: dict[str, list[float]]  # ms per call, each made alone
+    loads: list[float]  # ms per page load, its calls at once (as the browser's Promise.all)
+
+
+async def time_page(client: httpx.AsyncClient, headers: dict[str, str], days: int, bucket: str, admin: bool, repeats: int) -> PageTiming:
+    timing = PageTiming({}, [])
+
+    async def get(path: str, params: dict[str, str]) -> float:
+        started = time.perf_counter()
+        answer = await client.get(f"/api/usage/{path}", params=params, headers=headers)
+        elapsed = (time.perf_counter() - started) * 1000
+        if answer.status_code != 200:
+            raise RuntimeError(f"{path} {params}: {answer.status_code} {answer.text[:300]}")
+        return elapsed
+
+    for round_ in range(repeats + 1):  # the first round warms up, untimed
+        calls = page_calls(days, bucket, admin, datetime.now(UTC))
+        for path, params in calls:
+            elapsed = await get(path, params)
+            if round_:
+                timing.calls.setdefault(call_name(path, params), []).append(elapsed)
+        started = time.perf_counter()
+        await asyncio.gather(*(get(path, params) for path, params in calls))
+        if round_:
+            timing.loads.append((time.perf_counter() - started) * 1000)
+    return timing
+
+
+def api_phase(url: str, directory: Path, store: ClickHouseStore, generator: TrafficGenerator, repeats: int) -> bool:
+    """Times every usage-API call of the monitoring pages through the real app; True if all PASS."""
+    heavy = store.query(f"SELECT UserId FROM {REQUESTS_TABLE} GROUP BY UserId ORDER BY count() DESC LIMIT 1")[0]["UserId"]
+    viewers = [("admin", forwarded_headers(generator.user_ids[0], Role.admin.value), True), ("heavy user", forwarded_headers(heavy, Role.user.value), False)]
+    bff = InProcessBff(url, directory)
+    all_pass = True
+    try:
+        print(f"\nUsage API as the monitoring pages call it ({repeats} rounds after one warm-up; BFF {bff.url}, app bff.app.create_app)")
+        print(f"  heavy user {heavy}: {store.query(f'SELECT count() AS n FROM {REQUESTS_TABLE} WHERE UserId = {{u:String}}', {'u': heavy})[0]['n']:,} requests")
+
+        async def run_all() -> list[tuple[str, str, PageTiming]]:
+            results = []
+            async with httpx.AsyncClient(base_url=bff.url, timeout=120) as client:
+                for viewer, headers, admin in viewers:
+                    for name, (days, bucket) in RANGES.items():
+                        results.append((viewer, name, await time_page(client, headers, days, bucket, admin, repeats)))
+            return results
+
+        for viewer, name, timing in asyncio.run(run_all()):
+            per_call = {call: statistics.median(samples) for call, samples in timing.calls.items()}
+            load = statistics.median(timing.loads)
+            worst = max(per_call.values())
+            ok = worst < TARGET_CALL_P50_MS and load < TARGET_PAGE_MS
+            all_pass &= ok
+            print(
+                f"  {viewer:<10} {name:>3}: page load p50 {load:7.1f} ms (calls at once; sum of call p50s {sum(per_call.values()):7.1f} ms)"
+                f"  slowest call {worst:6.1f} ms   {verdict(ok)}"
+            )
+            print("      " + "  ".join(f"{call} {ms:.1f}" for call, ms in per_call.items()))
+    finally:
+        bff.stop()
+    print(f"  targets: every call p50 < {TARGET_CALL_P50_MS:.0f} ms, page load < {TARGET_PAGE_MS:.0f} ms  {verdict(all_pass)}")
+    return all_pass
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def parse_args() -> argparse.Namespace:
@@ -529,6 +686,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-optimize", action="store_true", help="do not repeat the queries after OPTIMIZE ... FINAL")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store and print its URL")
+    parser.add_argument("--api-repeats", type=int, default=5, help="timed loads of each monitoring page (0: skip)")
+    parser.add_argument("--store", help="reuse a store kept by --keep (chdb:///path): skip ingest")
     args = parser.parse_args()
     if args.spans <= 0 or args.users <= 0 or args.batch <= 0 or args.repeats <= 0 or args.days <= WINDOW_DAYS:
         parser.error(f"counts must be positive and --days more than {WINDOW_DAYS}")
@@ -538,7 +697,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     run_started = time.perf_counter()
-    directory = Path(tempfile.mkdtemp(prefix="bench_usage_", dir="/tmp"))
+    directory = Path(args.store.removeprefix("chdb://")) if args.store else Path(tempfile.mkdtemp(prefix="bench_usage_", dir="/tmp"))
     url = f"chdb://{directory}"
     store = ClickHouseStore(url, ROOT / "config" / "clickhouse")
     end_ns = time.time_ns()  # the data ends now
@@ -555,8 +714,13 @@ def main() -> int:
             f"span_attributes -> Telemetry.finish -> span_row in {time.perf_counter() - started:.1f} s"
         )
 
-        print("\nIngest (store.insert_columns(TRACES_TABLE, COLUMNS, columns), as the exporter)")
-        result = ingest(store, generator, args, end_ns)
+        if args.store:
+            spans = store.query(f"SELECT count() AS n FROM {REQUESTS_TABLE}")[0]["n"]
+            print(f"\nIngest skipped: {spans:,} spans in the kept store")
+            result = Ingest(spans, 1.0, 1.0, 1.0)
+        else:
+            print("\nIngest (store.insert_columns(TRACES_TABLE, COLUMNS, columns), as the exporter)")
+            result = ingest(store, generator, args, end_ns)
         print(f"  spans                  {result.spans:>12,}")
         print(f"  generation (Python)    {result.generation_s:>9.1f} s   {result.spans / result.generation_s:>10,.0f} spans/s")
         print(
@@ -569,11 +733,13 @@ def main() -> int:
         counts = store.query(
             f"SELECT (SELECT count() FROM {REQUESTS_TABLE}) AS requests, (SELECT sum(Requests) FROM {ROLLUP_TABLE}) AS rolled"
         )[0]
-        views_ok = counts["requests"] == args.spans and counts["rolled"] == args.spans
+        views_ok = counts["requests"] == result.spans and counts["rolled"] == result.spans
         print(f"\nStore after ingest (as is, merges may still run); views complete: {'yes' if views_ok else 'NO'}")
         print(f"  {REQUESTS_TABLE} rows {counts['requests']:,}, {ROLLUP_TABLE} sum(Requests) {counts['rolled']:,}")
         print_tables(store)
         print("  (otel_traces keeps 30 days: older partitions go once TTL merges drop them)")
+
+        api_ok = api_phase(url, directory, store, generator, args.api_repeats) if args.api_repeats else None
 
         window = store.query(f"SELECT today() - {WINDOW_DAYS - 1} AS first, today() AS last")[0]
         title = f"Queries: cost by model group by day, {window['first']} .. {window['last']} ({WINDOW_DAYS} days)"
@@ -595,6 +761,8 @@ def main() -> int:
         rollup_p50 = statistics.median(first.rollup_ms)
         print(f"  rollup p50 {rollup_p50:.1f} ms (< {TARGET_ROLLUP_P50_MS:.0f} ms)  {verdict(rollup_p50 < TARGET_ROLLUP_P50_MS)}")
         print(f"  raw / rollup {first.ratio:.1f}x (>= {TARGET_RATIO:.0f}x)  {verdict(first.ratio >= TARGET_RATIO)}")
+        if api_ok is not None:
+            print(f"  usage API: every page call p50 < {TARGET_CALL_P50_MS:.0f} ms and page load < {TARGET_PAGE_MS:.0f} ms  {verdict(api_ok)}")
         answers_ok = all(comparison.equal for _, comparison in comparisons)
         print(f"  answers equal: {'yes' if answers_ok else 'NO'}; views complete: {'yes' if views_ok else 'NO'}")
         print(f"  run took {time.perf_counter() - run_started:.0f} s, peak RSS {rss_gib():.2f} GiB")
@@ -602,7 +770,7 @@ def main() -> int:
     finally:
         store.call(lambda client: client.close())
         store.close()
-        if args.keep:
+        if args.keep or args.store:
             print(f"  store kept: {url}")
         else:
             shutil.rmtree(directory, ignore_errors=True)

@@ -6,7 +6,7 @@
 --
 --   gateway_usage_daily_detail  every dimension, per user (ORDER BY UserId first: a user's own pages)
 --   gateway_usage_daily_global  every dimension but the user (the admin pages without a user filter)
---   gateway_usage_daily_users   per user and role only (the admin's usage by user)
+--   gateway_usage_daily_users   per user and role only (the admin's usage by user, a user's totals)
 --
 -- The detail rollup is fed from the typed table; the other two and gateway_usage_daily from it.
 CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily_detail (
@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily_users (
     TtftMs AggregateFunction(quantilesBFloat16(0.5, 0.95, 0.99), Nullable(Float64))
 ) ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(Day)
-ORDER BY (Day, UserId, Role)
+ORDER BY (UserId, Day, Role)
 TTL Day + toIntervalDay(1825);
 
 CREATE OR REPLACE MATERIALIZED VIEW otel.gateway_usage_daily_global_mv

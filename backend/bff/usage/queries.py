@@ -40,29 +40,26 @@ TYPED_TABLE = "otel.gateway_requests"
 _LEVELS = "0.5, 0.95, 0.99"
 # An error answer, or a stream that failed after it started with 200 (as the rollups count).
 _FAILED = "(HttpStatus >= 400 OR Outcome = 'upstream_failed')"
-_SUMS = (
-    "sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens, sum(CostUsd) AS cost_usd, "
-    "sum(Fallbacks) AS fallbacks"
+_TYPED_SUMS = (
+    f"count() AS requests, countIf({_FAILED}) AS errors, sum(InputTokens) AS input_tokens, "
+    "sum(OutputTokens) AS output_tokens, sum(CostUsd) AS cost_usd, sum(Fallbacks) AS fallbacks"
+)
+_ROLLUP_SUMS = (
+    "Requests AS requests, Errors AS errors, InputTokens AS input_tokens, OutputTokens AS output_tokens, "
+    "CostUsd AS cost_usd, Fallbacks AS fallbacks"
+)
+_MERGED_SUMS = (
+    "sum(requests) AS requests, sum(errors) AS errors, sum(input_tokens) AS input_tokens, "
+    "sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, sum(fallbacks) AS fallbacks"
 )
 # The UsageTotals columns (as _totals reads them) straight from typed rows ...
-_TYPED_METRICS = (
-    f"count() AS requests, countIf({_FAILED}) AS errors, {_SUMS}, "
-    f"quantilesBFloat16({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16({_LEVELS})(TtftMs) AS ttft"
-)
+_TYPED_METRICS = f"{_TYPED_SUMS}, quantilesBFloat16({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16({_LEVELS})(TtftMs) AS ttft"
 # ... or merged from parts: typed rows as partial states, rollup rows as they are.
 _TYPED_STATES = (
-    f"count() AS requests, countIf({_FAILED}) AS errors, {_SUMS}, "
-    f"quantilesBFloat16State({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16State({_LEVELS})(TtftMs) AS ttft"
+    f"{_TYPED_SUMS}, quantilesBFloat16State({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16State({_LEVELS})(TtftMs) AS ttft"
 )
-_ROLLUP_ROWS = (
-    "Requests AS requests, Errors AS errors, InputTokens AS input_tokens, OutputTokens AS output_tokens, "
-    "CostUsd AS cost_usd, Fallbacks AS fallbacks, LatencyMs AS latency, TtftMs AS ttft"
-)
-_MERGED_METRICS = (
-    "sum(requests) AS requests, sum(errors) AS errors, sum(input_tokens) AS input_tokens, "
-    "sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, sum(fallbacks) AS fallbacks, "
-    f"quantilesBFloat16Merge({_LEVELS})(latency) AS latency, quantilesBFloat16Merge({_LEVELS})(ttft) AS ttft"
-)
+_ROLLUP_ROWS = f"{_ROLLUP_SUMS}, LatencyMs AS latency, TtftMs AS ttft"
+_MERGED_METRICS = f"{_MERGED_SUMS}, quantilesBFloat16Merge({_LEVELS})(latency) AS latency, quantilesBFloat16Merge({_LEVELS})(ttft) AS ttft"
 
 # Every dimension as an expression over columns that the typed table and the rollups share.
 DIMENSIONS = {
@@ -123,8 +120,8 @@ class Rollup:
 _EVERY_COLUMN = frozenset({"ModelGroup", "UserId", "Provider", "Role", "Context", "Operation", "HttpStatus", "Outcome"})
 # Smallest first: a query reads the first that holds every column it needs.
 ROLLUPS = (
-    Rollup("otel.gateway_usage_daily_users", frozenset({"UserId", "Role"})),
     Rollup("otel.gateway_usage_daily_global", _EVERY_COLUMN - {"UserId"}),
+    Rollup("otel.gateway_usage_daily_users", frozenset({"UserId", "Role"})),
     Rollup("otel.gateway_usage_daily_detail", _EVERY_COLUMN),
 )
 
@@ -243,21 +240,34 @@ class UsageQuery:
         return " AND ".join(clauses), params
 
 
-def _select(query: UsageQuery, plan: Plan, key: str | None, typed_key: str | None, rollup_key: str | None) -> tuple[str, dict[str, Any]]:
+def _select(
+    query: UsageQuery,
+    plan: Plan,
+    key: str | None,
+    typed_key: str | None,
+    rollup_key: str | None,
+    sums_only: bool = False,
+    only: str | None = None,
+) -> tuple[str, dict[str, Any]]:
     """SELECT [key,] metrics FROM ... WHERE ...: the typed table alone, or the rollup's part and
-    the typed part merged. The caller adds GROUP BY / ORDER BY over `key`."""
+    the typed part merged. The caller adds GROUP BY / ORDER BY over `key`. `sums_only`: without
+    the quantiles (for ranking); `only`: one more condition on every part."""
     typed_where, params = query.where(plan)
+    extra = f" AND {only}" if only else ""
+    typed_metrics, typed_states, rollup_rows, merged = (
+        (_TYPED_SUMS, _TYPED_SUMS, _ROLLUP_SUMS, _MERGED_SUMS) if sums_only else (_TYPED_METRICS, _TYPED_STATES, _ROLLUP_ROWS, _MERGED_METRICS)
+    )
     if plan.rollup is None:
         head = f"{typed_key} AS {key}, " if key else ""
-        return f"SELECT {head}{_TYPED_METRICS} FROM {TYPED_TABLE} WHERE {typed_where}", params
+        return f"SELECT {head}{typed_metrics} FROM {TYPED_TABLE} WHERE {typed_where}{extra}", params
     rollup_where, rollup_params = query.rollup_where(plan)
     params.update(rollup_params)
-    parts = [f"SELECT {f'{rollup_key} AS {key}, ' if key else ''}{_ROLLUP_ROWS} FROM {plan.rollup.table} WHERE {rollup_where}"]
+    parts = [f"SELECT {f'{rollup_key} AS {key}, ' if key else ''}{rollup_rows} FROM {plan.rollup.table} WHERE {rollup_where}{extra}"]
     if plan.typed:
         group = f" GROUP BY {key}" if key else ""
-        parts.append(f"SELECT {f'{typed_key} AS {key}, ' if key else ''}{_TYPED_STATES} FROM {TYPED_TABLE} WHERE {typed_where}{group}")
+        parts.append(f"SELECT {f'{typed_key} AS {key}, ' if key else ''}{typed_states} FROM {TYPED_TABLE} WHERE {typed_where}{extra}{group}")
     head = f"{key}, " if key else ""
-    return f"SELECT {head}{_MERGED_METRICS} FROM ({' UNION ALL '.join(parts)})", params
+    return f"SELECT {head}{merged} FROM ({' UNION ALL '.join(parts)})", params
 
 
 def _utc(moment: datetime) -> datetime:
@@ -312,12 +322,22 @@ def timeseries_result(rows: list[dict[str, Any]]) -> list[TimeseriesPoint]:
     return [TimeseriesPoint(t=_utc(row["t"]), **_totals(row)) for row in rows]
 
 
+_RANKING = " GROUP BY key ORDER BY cost_usd DESC, requests DESC, key LIMIT {limit:UInt32}"
+# Dimensions with many keys: the top keys are ranked on sums alone, and only their rows merge
+# quantile states (the rollups that hold UserId are ordered by it).
+_RANKED_FIRST = {Dimension.user: "UserId"}
+
+
 def breakdown_sql(query: UsageQuery, by: Dimension, limit: int, plan: Plan | None = None) -> tuple[str, dict[str, Any], Plan]:
     plan = plan or query.plan(dimension=by)
     sql, params = _select(query, plan, "key", DIMENSIONS[by], DIMENSIONS[by])
     params["limit"] = min(limit, MAX_ROWS)
-    sql += " GROUP BY key ORDER BY cost_usd DESC, requests DESC, key LIMIT {limit:UInt32}"
-    return sql, params, plan
+    column = _RANKED_FIRST.get(by)
+    if column is not None:
+        ranking, _ = _select(query, plan, "key", DIMENSIONS[by], DIMENSIONS[by], sums_only=True)
+        top = f"SELECT key FROM ({ranking}{_RANKING})"
+        sql, _ = _select(query, plan, "key", DIMENSIONS[by], DIMENSIONS[by], only=f"{column} IN ({top})")
+    return sql + _RANKING, params, plan
 
 
 def breakdown_result(rows: list[dict[str, Any]]) -> list[BreakdownRow]:
