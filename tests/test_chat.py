@@ -2,6 +2,7 @@
 
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -182,13 +183,20 @@ def test_client_disconnect_cancels_upstream(bff: Bff, user_token: str, provider_
 def test_logs_carry_ids_and_tokens_but_never_content(bff: Bff, user_token: str, caplog: pytest.LogCaptureFixture) -> None:
     secret_words = "purple-elephant-4471"
     caplog.set_level("DEBUG")
-    with bff.client(user_token, headers={"x-request-id": "req-abc-123"}) as client:
-        client.post("/v1/chat/completions", json=chat_body(messages=[{"role": "user", "content": secret_words}]))
-        client.post("/v1/chat/completions", json=chat_body(stream=True, messages=[{"role": "user", "content": secret_words}]))
+    prompt = [{"role": "user", "content": secret_words}]
+    with bff.client(user_token) as client:
+        client.post("/v1/chat/completions", json=chat_body(messages=prompt), headers={"x-request-id": "req-abc-123"})
+        client.post("/v1/chat/completions", json=chat_body(stream=True, messages=prompt), headers={"x-request-id": "req-abc-124"})
+
+    def access() -> dict[str, dict[str, Any]]:
+        return {entry["request_id"]: entry for entry in (json.loads(r.getMessage()) for r in caplog.records if r.name == "bff.access")}
+
+    deadline = time.monotonic() + 5
+    while "req-abc-124" not in access() and time.monotonic() < deadline:
+        time.sleep(0.05)  # a stream's line is written once its response has ended
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert secret_words not in text and REPLY not in text
-    access = [json.loads(r.getMessage()) for r in caplog.records if r.name == "bff.access"]
-    first = next(entry for entry in access if entry["request_id"] == "req-abc-123")
-    assert first["principal_id"] == "user-1" and first["model"] == "fake-mini" and first["status"] == 200
-    assert first["total_tokens"] == PROMPT_TOKENS + COMPLETION_TOKENS and first["duration_ms"] > 0
-    assert all(entry.get("total_tokens") == PROMPT_TOKENS + COMPLETION_TOKENS for entry in access[-2:])
+    answered, streamed = access()["req-abc-123"], access()["req-abc-124"]
+    assert answered["principal_id"] == "user-1" and answered["model"] == "fake-mini" and answered["status"] == 200
+    assert answered["total_tokens"] == PROMPT_TOKENS + COMPLETION_TOKENS and answered["duration_ms"] > 0
+    assert streamed["total_tokens"] == PROMPT_TOKENS + COMPLETION_TOKENS and streamed["outcome"] == "completed"

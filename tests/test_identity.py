@@ -152,6 +152,17 @@ def test_bad_credentials_are_refused(bff: Bff, case: str, headers: dict[str, str
     assert "Traceback" not in answer.text
 
 
+def test_a_verified_session_token_still_expires(bff: Bff) -> None:
+    # The BFF keeps verified tokens (one signature check per session, not per request);
+    # a kept token must still be refused from the second its exp has passed.
+    token = session_token("user-1", WEBUI_SECRET, lifetime=2)
+    with bff.client(token) as client:
+        assert [client.get("/v1/models").status_code for _ in range(3)] == [200, 200, 200]
+        time.sleep(max(0.0, jwt.get_unverified_claims(token)["exp"] - time.time()) + 1.1)  # jose accepts the exp second itself
+        expired = client.get("/v1/models")
+    assert expired.status_code == 401 and expired.json()["error"]["message"] == "token expired"
+
+
 def test_tokens_without_exp_accepted_only_when_configured(bff_factory: BffFactory) -> None:
     lenient = bff_factory(allow_tokens_without_exp=True)
     with lenient.client(session_token("user-1", WEBUI_SECRET, lifetime=None)) as client:

@@ -3,9 +3,7 @@
 import logging
 import time
 
-import httpx
-
-from bff.upstream.litellm import LiteLLMClient
+from bff.upstream.litellm import LiteLLMClient, UpstreamError
 
 log = logging.getLogger("bff.health")
 
@@ -25,7 +23,7 @@ class SteadyProbe:
         try:
             answer = await self._litellm.get("/health/liveliness", timeout_seconds=self.TIMEOUT_SECONDS)
             problem = None if answer.status_code == 200 else f"liveliness answered {answer.status_code}"
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             problem = f"unreachable ({type(exc).__name__})"
         now = time.monotonic()
         if problem is None:

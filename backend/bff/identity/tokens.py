@@ -1,7 +1,9 @@
 """Verification of the two JWT kinds Open-WebUI issues. HS256 only, always."""
 
+import time
 from typing import Any, TypeVar
 
+from cachetools import LRUCache
 from jose import JWTError, jwt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -12,6 +14,11 @@ SESSION_TOKEN_TYPES = {"session", "automation", "subagent"}  # what Open-WebUI i
 FORWARDED_ISSUER = "open-webui"
 
 ClaimsT = TypeVar("ClaimsT", bound=BaseModel)
+
+# A session token is sent with every request of its session: its verified claims are kept
+# (by the exact token, secret and checks) so the signature is checked once, not per request;
+# expiry is still checked on every use.
+_verified: LRUCache[tuple[str, str, str | None, tuple[tuple[str, bool], ...]], dict[str, Any]] = LRUCache(maxsize=4096)
 
 
 class SessionClaims(BaseModel):
@@ -39,10 +46,22 @@ class ForwardedUserClaims(BaseModel):
 
 
 def _decode(token: str, secret: str, options: dict[str, bool], issuer: str | None = None) -> dict[str, Any]:
+    key = (token, secret, issuer, tuple(sorted(options.items())))
+    payload = _verified.get(key)
+    if payload is not None and _unexpired(payload):
+        return payload
     try:
-        return jwt.decode(token, secret, algorithms=ALGORITHMS, issuer=issuer, options={"verify_aud": False, **options})
+        payload = jwt.decode(token, secret, algorithms=ALGORITHMS, issuer=issuer, options={"verify_aud": False, **options})
     except JWTError as exc:
+        _verified.pop(key, None)
         raise unauthorized(_jwt_reason(exc)) from None
+    _verified[key] = payload
+    return payload
+
+
+def _unexpired(payload: dict[str, Any]) -> bool:
+    exp = payload.get("exp")
+    return exp is None or (isinstance(exp, int | float) and time.time() < exp)
 
 
 def _jwt_reason(exc: JWTError) -> str:

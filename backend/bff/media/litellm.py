@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 from bff.errors import bad_gateway, bad_request
 from bff.identity.principal import Principal
 from bff.media.backends import ProgressSink, as_png
@@ -47,7 +45,7 @@ from bff.telemetry import attributes as attr
 from bff.telemetry.tracing import Telemetry
 from bff.upstream.catalog import Catalog, ModelEntry
 from bff.upstream.errors import error_from_status, error_from_transport
-from bff.upstream.litellm import LiteLLMClient
+from bff.upstream.litellm import LiteLLMClient, LiteLLMResponse, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("bff.images")
 
@@ -201,14 +199,14 @@ class LiteLLMImageRun:
         await sink.progress(PROGRESS_STEPS, PROGRESS_STEPS)
         return images
 
-    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+    async def _post(self, body: dict[str, Any]) -> LiteLLMResponse:
         call = self._call
         headers = {"content-type": "application/json", "x-request-id": call.request_id, **Telemetry.traceparent(call.span)}
         try:
             return await self._client.post(IMAGE_GENERATION.path, json.dumps(body, separators=(",", ":")).encode(), headers)
-        except httpx.TimeoutException:
+        except UpstreamTimeout:
             raise TimeoutError from None  # the job's own timeout: timed_out, like a ComfyUI prompt
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             raise error_from_transport(exc) from None
 
     def _check_served(self) -> None:

@@ -9,16 +9,16 @@ counter for the prompt and for the content relayed, priced by LiteLLM's cost est
 
 import json
 import logging
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import httpx
 from pydantic import AliasChoices, BaseModel, Field
 
 from bff.pipeline.call import Call, Outcome
 from bff.pipeline.stream_relay import StreamRelay
 from bff.upstream.catalog import Catalog
-from bff.upstream.litellm import COST_ESTIMATE_PATH, TOKEN_COUNTER_PATH, LiteLLMClient
+from bff.upstream.litellm import COST_ESTIMATE_PATH, TOKEN_COUNTER_PATH, LiteLLMClient, UpstreamError
 
 log = logging.getLogger("bff.accounting")
 
@@ -46,12 +46,12 @@ def decimal_cost(value: str | float | None) -> Decimal | None:
     return cost if cost.is_finite() and cost >= 0 else None
 
 
-def _int_header(headers: httpx.Headers, name: str) -> int | None:
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     value = headers.get(name, "")
     return int(value) if value.isdigit() else None
 
 
-def note_served(call: Call, headers: httpx.Headers, catalog: Catalog) -> None:
+def note_served(call: Call, headers: Mapping[str, str], catalog: Catalog) -> None:
     """What LiteLLM says actually served the request (after retries and fallbacks)."""
     call.deployment_id = headers.get("x-litellm-model-id")
     # LiteLLM names the group that served; on some operations (speech, moderations, images) only its deployment
@@ -73,7 +73,7 @@ def record_usage(call: Call, usage: Any) -> Usage | None:
     return parsed
 
 
-def account_answer(call: Call, answer: dict[str, Any], headers: httpx.Headers) -> None:
+def account_answer(call: Call, answer: dict[str, Any], headers: Mapping[str, str]) -> None:
     record_usage(call, answer.get("usage"))
     call.cost_usd = decimal_cost(headers.get("x-litellm-response-cost"))
     call.outcome = Outcome.completed
@@ -89,7 +89,7 @@ class Estimator:
         try:
             response = await self._client.post(path, _json(body), {"content-type": "application/json"})
             answer = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError) as exc:
+        except (UpstreamError, ValueError) as exc:
             log.warning("LiteLLM %s failed (%s)", path, type(exc).__name__)
             return None
         if not isinstance(answer, dict):

@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from starlette.background import BackgroundTask
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -39,6 +38,7 @@ from bff.services import Services
 from bff.telemetry import attributes as attr
 from bff.telemetry.tracing import Telemetry
 from bff.upstream.errors import error_from_status, error_from_transport, read_and_close
+from bff.upstream.litellm import LiteLLMResponse, UpstreamError
 
 log = logging.getLogger("bff.gateway")
 
@@ -63,7 +63,7 @@ PASSED_RESPONSE_HEADERS = (
 class Answer:
     """A non-streaming answer as LiteLLM gave it (JSON, or audio bytes)."""
 
-    upstream: httpx.Response
+    upstream: LiteLLMResponse
     answer: dict[str, Any]
 
     def response(self) -> Response:
@@ -78,7 +78,7 @@ def context_tag(headers: Headers) -> str | None:
     return context
 
 
-def passed_headers(upstream: httpx.Response) -> dict[str, str]:
+def passed_headers(upstream: LiteLLMResponse) -> dict[str, str]:
     return {name: upstream.headers[name] for name in PASSED_RESPONSE_HEADERS if name in upstream.headers}
 
 
@@ -118,7 +118,7 @@ async def forward(
         post = services.litellm.post_form(operation.path, _form_fields(sent), upload.files, headers)
     try:
         upstream = await while_connected(request.receive, post)
-    except httpx.HTTPError as exc:
+    except UpstreamError as exc:
         raise error_from_transport(exc) from None
     except ClientDisconnected:
         # Nobody will read an answer; LiteLLM may have sent the prompt on: charge its estimate.
@@ -167,7 +167,7 @@ def _form_fields(sent: dict[str, Any]) -> dict[str, str | list[str]]:
     return fields
 
 
-def _answer(call: Call, upstream: httpx.Response) -> dict[str, Any]:
+def _answer(call: Call, upstream: LiteLLMResponse) -> dict[str, Any]:
     try:
         answer = upstream.json()
     except ValueError:
@@ -182,7 +182,7 @@ def _answer(call: Call, upstream: httpx.Response) -> dict[str, Any]:
 
 
 def _relay(
-    services: Services, call: Call, upstream: httpx.Response, operation: LlmOperation, body: LiteLLMBody
+    services: Services, call: Call, upstream: LiteLLMResponse, operation: LlmOperation, body: LiteLLMBody
 ) -> PassThroughStream:
     def first_byte() -> None:
         call.ttft_ms = call.elapsed_ms()

@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import anyio
-import httpx
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -21,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from bff.errors import ApiError
 from bff.pipeline.stream_meter import StreamMeter
 from bff.upstream.errors import error_from_transport, stream_error_event
+from bff.upstream.litellm import LiteLLMResponse, UpstreamError
 
 log = logging.getLogger("bff.stream")
 
@@ -29,7 +29,7 @@ QUEUE_EVENTS = 32
 
 class StreamRelay:
     def __init__(
-        self, upstream: httpx.Response, meter: StreamMeter, on_first_byte: Callable[[], None], grace_seconds: float
+        self, upstream: LiteLLMResponse, meter: StreamMeter, on_first_byte: Callable[[], None], grace_seconds: float
     ):
         self.meter = meter
         self.failure: ApiError | None = None  # the upstream broke off (transport), or sent an error event
@@ -44,12 +44,12 @@ class StreamRelay:
 
     async def _read(self) -> None:
         try:
-            async for chunk in self._upstream.aiter_raw():
+            async for chunk in self._upstream.iter_raw():
                 await self._put(self.meter.feed(chunk))
                 if self.client_gone and self.meter.usage is not None:
                     return  # billed exactly; nobody is reading the rest
             await self._put(self.meter.flush())
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             self.failure = error_from_transport(exc)
             await self._put(stream_error_event(self.failure))
         finally:

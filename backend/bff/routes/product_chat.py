@@ -1,9 +1,9 @@
 """POST /api/chat/completions: the chat call in the product's own response shape."""
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import httpx
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
@@ -44,7 +44,7 @@ class ProductChatResponse(BaseModel):
     created_at: datetime
 
 
-def _float_header(headers: httpx.Headers, name: str) -> float:
+def _float_header(headers: Mapping[str, str], name: str) -> float:
     try:
         return float(headers.get(name, 0.0))
     except ValueError:

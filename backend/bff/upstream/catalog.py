@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, Field
 
 from bff.errors import unavailable
-from bff.upstream.litellm import LiteLLMClient
+from bff.upstream.litellm import LiteLLMClient, UpstreamError
 
 log = logging.getLogger("bff.catalog")
 
@@ -142,7 +141,7 @@ class CatalogCache:
                 self._fetched_at = time.monotonic()
                 if self._on_load is not None:
                     self._on_load(self._catalog)
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            except (UpstreamError, ValueError, AttributeError) as exc:
                 if self._catalog is None:
                     log.warning("catalog load failed: %s", type(exc).__name__)
                     raise unavailable("the model catalog is unavailable: LiteLLM did not answer", "catalog_unavailable") from None

@@ -7,6 +7,7 @@ are cut short: callers learn why, never where or with which credentials.
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from bff.errors import (
     rate_limited,
     unavailable,
 )
+from bff.upstream.litellm import LiteLLMResponse, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 _URL = re.compile(r"https?://\S+")
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key\S*)", re.IGNORECASE)
@@ -52,7 +54,7 @@ def _upstream_message(body: bytes) -> str:
         return ""
 
 
-def _retry_after(headers: httpx.Headers) -> str | None:
+def _retry_after(headers: Mapping[str, str]) -> str | None:
     value = headers.get("retry-after") or headers.get(PROVIDER_RETRY_AFTER)
     if value is None:
         return None
@@ -62,7 +64,7 @@ def _retry_after(headers: httpx.Headers) -> str | None:
         return None
 
 
-def error_from_status(status: int, body: bytes, headers: httpx.Headers) -> ApiError:
+def error_from_status(status: int, body: bytes, headers: Mapping[str, str]) -> ApiError:
     detail = _upstream_message(body)
     if status == 429:
         return rate_limited("the model provider's rate limit was reached; retry later", _retry_after(headers))
@@ -99,10 +101,10 @@ class Upstream:
     timed_out: str
     failed: str
 
-    def transport_error(self, exc: httpx.HTTPError, timed_out: str | None = None) -> ApiError:
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+    def transport_error(self, exc: httpx.HTTPError | UpstreamError, timed_out: str | None = None) -> ApiError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | UpstreamUnreachable):
             return unavailable(self.unreachable, self.unreachable_code)
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException | UpstreamTimeout):
             return gateway_timeout(timed_out or self.timed_out)
         log.warning("%s transport failed (%s); answering 502", self.name, type(exc).__name__)
         return bad_gateway(self.failed)
@@ -117,15 +119,15 @@ LITELLM = Upstream(
 )
 
 
-def error_from_transport(exc: httpx.HTTPError) -> ApiError:
+def error_from_transport(exc: UpstreamError) -> ApiError:
     return LITELLM.transport_error(exc)
 
 
-async def read_and_close(response: httpx.Response) -> bytes:
+async def read_and_close(response: LiteLLMResponse | httpx.Response) -> bytes:
     """The body of a refused streaming answer (for its error message), then the connection back."""
     try:
         return await response.aread()
-    except httpx.HTTPError:
+    except (UpstreamError, httpx.HTTPError):
         return b""
     finally:
         await response.aclose()
