@@ -79,6 +79,28 @@ class Child:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLK_TCK
 
+    def group_pids(self) -> list[int]:
+        """Every live process of this child's process group (the child and any workers it spawned)."""
+        pids = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) == self.pid:
+                pids.append(int(entry.name))
+        return pids
+
+    def group_rss_kib(self) -> int:
+        """Resident memory of the whole process group now (shared pages counted in each process)."""
+        total = 0
+        for pid in self.group_pids():
+            with contextlib.suppress(OSError):
+                total += memory_kib(pid).get("VmRSS", 0)
+        return total
+
     def memory_kib(self) -> dict[str, int]:
         """Resident memory of the child's main process now (VmRSS) and at its peak (VmHWM), in KiB."""
         return memory_kib(self.pid)
