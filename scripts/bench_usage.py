@@ -174,7 +174,9 @@ PROFILES = (
         0.30,
         {None: 0.30, "code-review": 0.25, "support-bot": 0.20, "batch-summaries": 0.15, "ci-assistant": 0.10},
     ),
-    Profile("product", 0.05, "/api/chat/completions", AuthMethod.session_token, False, 0.50, {None: 0.60, "product-search": 0.40}),
+    Profile(
+        "product", 0.05, "/api/chat/completions", AuthMethod.session_token, False, 0.50, {None: 0.60, "product-search": 0.40}
+    ),
 )
 
 
@@ -506,7 +508,9 @@ def print_comparison(title: str, result: Comparison, repeats: int) -> None:
             f"   min {min(samples):9.1f} ms   first {first:9.1f} ms"
         )
     rollup_p50 = statistics.median(result.rollup_ms)
-    print(f"  rollup p50 {rollup_p50:.1f} ms  (target < {TARGET_ROLLUP_P50_MS:.0f} ms)  {verdict(rollup_p50 < TARGET_ROLLUP_P50_MS)}")
+    print(
+        f"  rollup p50 {rollup_p50:.1f} ms  (target < {TARGET_ROLLUP_P50_MS:.0f} ms)  {verdict(rollup_p50 < TARGET_ROLLUP_P50_MS)}"
+    )
     print(f"  raw / rollup (p50) {result.ratio:.1f}x  (target >= {TARGET_RATIO:.0f}x)  {verdict(result.ratio >= TARGET_RATIO)}")
 
 
@@ -562,8 +566,19 @@ def call_name(path: str, params: dict[str, str]) -> str:
 def forwarded_headers(user_id: str, role: str) -> dict[str, str]:
     """Open-WebUI's backend calling with the service key and a signed user JWT."""
     now = int(time.time())
-    claims = {"sub": user_id, "email": f"{user_id}@bench.test", "name": user_id, "role": role, "iss": "open-webui", "iat": now, "exp": now + 3600}
-    return {"Authorization": f"Bearer {SERVICE_KEY}", "X-OpenWebUI-User-Jwt": jwt.encode(claims, FORWARD_SECRET, algorithm="HS256")}
+    claims = {
+        "sub": user_id,
+        "email": f"{user_id}@bench.test",
+        "name": user_id,
+        "role": role,
+        "iss": "open-webui",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return {
+        "Authorization": f"Bearer {SERVICE_KEY}",
+        "X-OpenWebUI-User-Jwt": jwt.encode(claims, FORWARD_SECRET, algorithm="HS256"),
+    }
 
 
 class InProcessBff:
@@ -614,7 +629,9 @@ class PageTiming:
     loads: list[float]  # ms per page load, its calls at once (as the browser's Promise.all)
 
 
-async def time_page(client: httpx.AsyncClient, headers: dict[str, str], days: int, bucket: str, admin: bool, repeats: int) -> PageTiming:
+async def time_page(
+    client: httpx.AsyncClient, headers: dict[str, str], days: int, bucket: str, admin: bool, repeats: int
+) -> PageTiming:
     timing = PageTiming({}, [])
 
     async def get(path: str, params: dict[str, str]) -> float:
@@ -641,12 +658,19 @@ async def time_page(client: httpx.AsyncClient, headers: dict[str, str], days: in
 def api_phase(url: str, directory: Path, store: ClickHouseStore, generator: TrafficGenerator, repeats: int) -> bool:
     """Times every usage-API call of the monitoring pages through the real app; True if all PASS."""
     heavy = store.query(f"SELECT UserId FROM {REQUESTS_TABLE} GROUP BY UserId ORDER BY count() DESC LIMIT 1")[0]["UserId"]
-    viewers = [("admin", forwarded_headers(generator.user_ids[0], Role.admin.value), True), ("heavy user", forwarded_headers(heavy, Role.user.value), False)]
+    viewers = [
+        ("admin", forwarded_headers(generator.user_ids[0], Role.admin.value), True),
+        ("heavy user", forwarded_headers(heavy, Role.user.value), False),
+    ]
     bff = InProcessBff(url, directory)
     all_pass = True
     try:
-        print(f"\nUsage API as the monitoring pages call it ({repeats} rounds after one warm-up; BFF {bff.url}, app bff.app.create_app)")
-        print(f"  heavy user {heavy}: {store.query(f'SELECT count() AS n FROM {REQUESTS_TABLE} WHERE UserId = {{u:String}}', {'u': heavy})[0]['n']:,} requests")
+        print(
+            f"\nUsage API as the monitoring pages call it ({repeats} rounds after one warm-up; BFF {bff.url}, app bff.app.create_app)"
+        )
+        print(
+            f"  heavy user {heavy}: {store.query(f'SELECT count() AS n FROM {REQUESTS_TABLE} WHERE UserId = {{u:String}}', {'u': heavy})[0]['n']:,} requests"
+        )
 
         async def run_all() -> list[tuple[str, str, PageTiming]]:
             results = []
@@ -697,7 +721,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     run_started = time.perf_counter()
-    directory = Path(args.store.removeprefix("chdb://")) if args.store else Path(tempfile.mkdtemp(prefix="bench_usage_", dir="/tmp"))
+    directory = (
+        Path(args.store.removeprefix("chdb://")) if args.store else Path(tempfile.mkdtemp(prefix="bench_usage_", dir="/tmp"))
+    )
     url = f"chdb://{directory}"
     store = ClickHouseStore(url, ROOT / "config" / "clickhouse")
     end_ns = time.time_ns()  # the data ends now
@@ -762,7 +788,9 @@ def main() -> int:
         print(f"  rollup p50 {rollup_p50:.1f} ms (< {TARGET_ROLLUP_P50_MS:.0f} ms)  {verdict(rollup_p50 < TARGET_ROLLUP_P50_MS)}")
         print(f"  raw / rollup {first.ratio:.1f}x (>= {TARGET_RATIO:.0f}x)  {verdict(first.ratio >= TARGET_RATIO)}")
         if api_ok is not None:
-            print(f"  usage API: every page call p50 < {TARGET_CALL_P50_MS:.0f} ms and page load < {TARGET_PAGE_MS:.0f} ms  {verdict(api_ok)}")
+            print(
+                f"  usage API: every page call p50 < {TARGET_CALL_P50_MS:.0f} ms and page load < {TARGET_PAGE_MS:.0f} ms  {verdict(api_ok)}"
+            )
         answers_ok = all(comparison.equal for _, comparison in comparisons)
         print(f"  answers equal: {'yes' if answers_ok else 'NO'}; views complete: {'yes' if views_ok else 'NO'}")
         print(f"  run took {time.perf_counter() - run_started:.0f} s, peak RSS {rss_gib():.2f} GiB")

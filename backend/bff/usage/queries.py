@@ -34,7 +34,12 @@ STORE_LATEST = datetime(2299, 12, 31, tzinfo=UTC)
 DEFAULT_RANGE = timedelta(days=7)
 MAX_POINTS = 2000
 MAX_ROWS = 1000
-BUCKET_STEP = {Bucket.hour: timedelta(hours=1), Bucket.day: timedelta(days=1), Bucket.week: timedelta(weeks=1), Bucket.month: timedelta(days=28)}
+BUCKET_STEP = {
+    Bucket.hour: timedelta(hours=1),
+    Bucket.day: timedelta(days=1),
+    Bucket.week: timedelta(weeks=1),
+    Bucket.month: timedelta(days=28),
+}
 
 TYPED_TABLE = "otel.gateway_requests"
 _LEVELS = "0.5, 0.95, 0.99"
@@ -53,13 +58,17 @@ _MERGED_SUMS = (
     "sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, sum(fallbacks) AS fallbacks"
 )
 # The UsageTotals columns (as _totals reads them) straight from typed rows ...
-_TYPED_METRICS = f"{_TYPED_SUMS}, quantilesBFloat16({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16({_LEVELS})(TtftMs) AS ttft"
+_TYPED_METRICS = (
+    f"{_TYPED_SUMS}, quantilesBFloat16({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16({_LEVELS})(TtftMs) AS ttft"
+)
 # ... or merged from parts: typed rows as partial states, rollup rows as they are.
 _TYPED_STATES = (
     f"{_TYPED_SUMS}, quantilesBFloat16State({_LEVELS})(LatencyMs) AS latency, quantilesBFloat16State({_LEVELS})(TtftMs) AS ttft"
 )
 _ROLLUP_ROWS = f"{_ROLLUP_SUMS}, LatencyMs AS latency, TtftMs AS ttft"
-_MERGED_METRICS = f"{_MERGED_SUMS}, quantilesBFloat16Merge({_LEVELS})(latency) AS latency, quantilesBFloat16Merge({_LEVELS})(ttft) AS ttft"
+_MERGED_METRICS = (
+    f"{_MERGED_SUMS}, quantilesBFloat16Merge({_LEVELS})(latency) AS latency, quantilesBFloat16Merge({_LEVELS})(ttft) AS ttft"
+)
 
 # Every dimension as an expression over columns that the typed table and the rollups share.
 DIMENSIONS = {
@@ -160,7 +169,9 @@ class UsageQuery:
         start = _utc(start) if start else end - DEFAULT_RANGE
         for name, moment in (("from", start), ("to", end)):
             if not STORE_EARLIEST <= moment <= STORE_LATEST:
-                raise bad_request(f"invalid field '{name}': must be between {STORE_EARLIEST:%Y-%m-%d} and {STORE_LATEST:%Y-%m-%d}")
+                raise bad_request(
+                    f"invalid field '{name}': must be between {STORE_EARLIEST:%Y-%m-%d} and {STORE_LATEST:%Y-%m-%d}"
+                )
         if start >= end:
             raise bad_request("invalid field 'from': must be before 'to'")
         if end - start > MAX_RANGE:
@@ -255,17 +266,23 @@ def _select(
     typed_where, params = query.where(plan)
     extra = f" AND {only}" if only else ""
     typed_metrics, typed_states, rollup_rows, merged = (
-        (_TYPED_SUMS, _TYPED_SUMS, _ROLLUP_SUMS, _MERGED_SUMS) if sums_only else (_TYPED_METRICS, _TYPED_STATES, _ROLLUP_ROWS, _MERGED_METRICS)
+        (_TYPED_SUMS, _TYPED_SUMS, _ROLLUP_SUMS, _MERGED_SUMS)
+        if sums_only
+        else (_TYPED_METRICS, _TYPED_STATES, _ROLLUP_ROWS, _MERGED_METRICS)
     )
     if plan.rollup is None:
         head = f"{typed_key} AS {key}, " if key else ""
         return f"SELECT {head}{typed_metrics} FROM {TYPED_TABLE} WHERE {typed_where}{extra}", params
     rollup_where, rollup_params = query.rollup_where(plan)
     params.update(rollup_params)
-    parts = [f"SELECT {f'{rollup_key} AS {key}, ' if key else ''}{rollup_rows} FROM {plan.rollup.table} WHERE {rollup_where}{extra}"]
+    parts = [
+        f"SELECT {f'{rollup_key} AS {key}, ' if key else ''}{rollup_rows} FROM {plan.rollup.table} WHERE {rollup_where}{extra}"
+    ]
     if plan.typed:
         group = f" GROUP BY {key}" if key else ""
-        parts.append(f"SELECT {f'{typed_key} AS {key}, ' if key else ''}{typed_states} FROM {TYPED_TABLE} WHERE {typed_where}{extra}{group}")
+        parts.append(
+            f"SELECT {f'{typed_key} AS {key}, ' if key else ''}{typed_states} FROM {TYPED_TABLE} WHERE {typed_where}{extra}{group}"
+        )
     head = f"{key}, " if key else ""
     return f"SELECT {head}{merged} FROM ({' UNION ALL '.join(parts)})", params
 
