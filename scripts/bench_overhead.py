@@ -824,7 +824,7 @@ async def throughput(stack: Stack, args: argparse.Namespace, deadline: float, ro
         for client in paths.values():
             await client.aclose()
     figures = {name: path_figures(group) for name, group in phases.items()}
-    errors = sum(p.errors for group in phases.values() for p in group)
+    errors = sum(p.errors for group in phases.values() for p in group) + len(warm_errors)
     result = {
         "litellm_workers": stack.litellm_workers,
         "straight_rps": figures["litellm"]["rps"],
