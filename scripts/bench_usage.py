@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Measures usage-telemetry ingest and the daily rollup against raw span scans, on the embedded store.
+"""Measures usage-telemetry ingest, the usage API as the monitoring pages call it, and the daily
+rollup against raw span scans, on the embedded store.
 
     .venv/bin/python scripts/bench_usage.py [--spans 10000000] [--users 1000] [--days 90]
         [--batch 100000] [--repeats 20] [--seed 7] [--skip-optimize] [--keep]
+        [--api-repeats 5] [--store chdb:///tmp/bench_usage_... (kept by --keep: no ingest)]
 
 It opens a fresh embedded ClickHouse (chdb:///tmp/bench_usage_*, removed at the end
 unless --keep) through the BFF's own `ClickHouseStore`, so the schema is the real one
@@ -23,7 +25,15 @@ in config/clickhouse/, and then:
    Generating rows in Python and inserting them are timed apart: ingest rate =
    spans / insert time; the end-to-end rate includes generation.
 
-2. Queries. The 30-day cost by model group by day, answered from the rollup and from
+2. Usage API. The real app (bff.app.create_app under uvicorn, in this process, on the same
+   store) serves the calls monitoring.js load() makes for the 24 h / 7 d / 30 d / 90 d pages,
+   as an admin (7 calls plus usage by user) and as the heaviest user on their own page (the
+   API forces the user filter), authenticated as Open-WebUI's backend calls (service key and
+   signed user JWT). Each page: one warm-up load, then --api-repeats rounds of every call on
+   its own (per-call p50) and of the page's calls at once, as the browser's Promise.all
+   (page load p50).
+
+3. Queries. The 30-day cost by model group by day, answered from the rollup and from
    raw otel_traces map lookups, timed interleaved (rollup, raw, rollup, raw, ...) after
    one untimed warm-up each, as ingested (no waiting for merges). The window is the
    last 30 calendar days, today included: otel_traces keeps 30 days and its TTL drops
@@ -31,7 +41,8 @@ in config/clickhouse/, and then:
    must be equal row for row, sums included (Decimal(76, 30)); then, unless
    --skip-optimize, the same again after OPTIMIZE TABLE otel.gateway_usage_daily FINAL.
 
-Targets: ingest >= 50,000 spans/s; rollup p50 < 100 ms; raw p50 / rollup p50 >= 10.
+Targets: ingest >= 200,000 spans/s; every page call p50 < 100 ms and page load p50 < 300 ms;
+rollup p50 < 100 ms; raw p50 / rollup p50 >= 10.
 Exit status: 0 when the run completes and the answers match (targets PASS or MISS),
 1 when the answers differ or the views lost rows. The default run (10M spans) takes
 about 7 minutes on 2 cores (half of it the raw scans), ~1.4 GiB of memory and ~2 GiB

@@ -2,7 +2,12 @@
 or a server (http(s)://), the schema from config/clickhouse/, and thread-safe access.
 
 Calls are blocking; async code goes through `run` (a worker thread) so the event
-loop never waits on ClickHouse.
+loop never waits on ClickHouse. The embedded engine takes one call at a time (calls
+queue on a lock per data path); a server takes concurrent calls (the client has no
+session, so its pooled HTTP connections run them side by side).
+
+The embedded engine (the chdb package, ~0.5 GB) is imported only when a chdb:// store
+connects: clickhouse-connect loads its chdb backend lazily, and nothing here imports it.
 """
 
 import logging
@@ -46,6 +51,7 @@ class ClickHouseStore:
         self.url = url
         self._schema_dir = schema_dir
         self._client: Client | None = None
+        self._connecting = threading.Lock()
         with _LOCKS_GUARD:
             self._lock = _LOCKS.setdefault(url, threading.Lock())
 
@@ -56,33 +62,46 @@ class ClickHouseStore:
     def _connected(self) -> Client:
         """Connects and applies the schema on first use, so a store that is down at
         start-up does not stop the BFF: chat keeps working and this retries later."""
-        if self._client is None:
-            try:
-                client = clickhouse_connect.get_client(dsn=self.url)
-                for path in sorted(self._schema_dir.glob("*.sql")):
-                    for statement in _statements(path.read_text()):
-                        client.command(statement)
-            except Exception as exc:  # the driver raises many kinds; all mean "not usable now"
-                raise StoreUnavailable(type(exc).__name__) from exc
-            self._client = client
-        return self._client
+        client = self._client
+        if client is not None:
+            return client
+        with self._connecting:
+            if self._client is None:
+                try:
+                    # No session: a server then takes this client's calls concurrently.
+                    if self.embedded:
+                        client = clickhouse_connect.get_client(dsn=self.url)
+                    else:
+                        client = clickhouse_connect.get_client(dsn=self.url, autogenerate_session_id=False)
+                    for path in sorted(self._schema_dir.glob("*.sql")):
+                        for statement in _statements(path.read_text()):
+                            client.command(statement)
+                except Exception as exc:  # the driver raises many kinds; all mean "not usable now"
+                    raise StoreUnavailable(type(exc).__name__) from exc
+                self._client = client
+            return self._client
 
     def call(self, action: Callable[[Client], T]) -> T:
+        if not self.embedded:
+            return self._call(action)
         with self._lock:
-            try:
-                return action(self._connected())
-            except StoreUnavailable:
-                raise
-            except DatabaseError as exc:
-                if not isinstance(exc, OperationalError):
-                    raise StoreQueryError(str(exc).split("\n")[0][:300]) from exc
-                if not self.embedded:
-                    self._client = None  # reconnect next time
-                raise StoreUnavailable(type(exc).__name__) from exc
-            except Exception as exc:
-                if not self.embedded:
-                    self._client = None  # reconnect next time
-                raise StoreUnavailable(type(exc).__name__) from exc
+            return self._call(action)
+
+    def _call(self, action: Callable[[Client], T]) -> T:
+        try:
+            return action(self._connected())
+        except StoreUnavailable:
+            raise
+        except DatabaseError as exc:
+            if not isinstance(exc, OperationalError):
+                raise StoreQueryError(str(exc).split("\n")[0][:300]) from exc
+            if not self.embedded:
+                self._client = None  # reconnect next time
+            raise StoreUnavailable(type(exc).__name__) from exc
+        except Exception as exc:
+            if not self.embedded:
+                self._client = None  # reconnect next time
+            raise StoreUnavailable(type(exc).__name__) from exc
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self.call(lambda client: list(client.query(sql, parameters=parameters or {}).named_results()))
@@ -101,7 +120,7 @@ class ClickHouseStore:
         return None
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._connecting:
             if self._client is not None and not self.embedded:
                 self._client.close()
             self._client = None
