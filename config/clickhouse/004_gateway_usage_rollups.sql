@@ -9,6 +9,8 @@
 --   gateway_usage_daily_users   per user and role only (the admin's usage by user, a user's totals)
 --
 -- The detail rollup is fed from the typed table; the other two and gateway_usage_daily from it.
+-- Small granules: a query reads (and deserializes the quantile states of) whole granules, so a
+-- user's rows are read without the states of the users stored next to them.
 CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily_detail (
     Day Date,
     UserId String,
@@ -30,7 +32,8 @@ CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily_detail (
 ) ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(Day)
 ORDER BY (UserId, Day, ModelGroup, Provider, Context, Operation, Role, HttpStatus, Outcome)
-TTL Day + toIntervalDay(1825);
+TTL Day + toIntervalDay(1825)
+SETTINGS index_granularity = 256;
 
 CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily_global (
     Day Date,
@@ -52,7 +55,8 @@ CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily_global (
 ) ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(Day)
 ORDER BY (Day, ModelGroup, Provider, Context, Operation, Role, HttpStatus, Outcome)
-TTL Day + toIntervalDay(1825);
+TTL Day + toIntervalDay(1825)
+SETTINGS index_granularity = 1024;
 
 CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily_users (
     Day Date,
@@ -69,7 +73,8 @@ CREATE TABLE IF NOT EXISTS otel.gateway_usage_daily_users (
 ) ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(Day)
 ORDER BY (UserId, Day, Role)
-TTL Day + toIntervalDay(1825);
+TTL Day + toIntervalDay(1825)
+SETTINGS index_granularity = 256;
 
 CREATE OR REPLACE MATERIALIZED VIEW otel.gateway_usage_daily_global_mv
 TO otel.gateway_usage_daily_global
