@@ -3,11 +3,16 @@
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bff.clickhouse import ClickHouseStore
+from bff.policy import budgets
+from bff.policy.budgets import BudgetGuard
+from bff.policy.model import load_policy
 from conftest import ROOT, Bff, BffFactory, chat_body
 from test_usage import _as_user, _wait_for
 
@@ -137,3 +142,19 @@ def test_otlp_export_counts_a_cost_once_before_and_after_the_collector_stores_it
     finally:
         collector.shutdown()
     assert before == after == Decimal("0.001")
+
+
+def test_costs_waiting_for_the_store_are_kept_per_user_and_swept(clickhouse_url: str) -> None:
+    # Each request reads its caller's waiting costs only; those of users who stopped calling
+    # go once delivered and old, or after UNSTORED_SECONDS if the store never got them.
+    guard = BudgetGuard(load_policy(ROOT / "config" / "policy.yaml"), ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse"), 0.0, True)
+    guard.finished("user-a", "span-1", Decimal("1"))
+    guard.finished("user-a", "span-2", Decimal("2"))
+    guard.finished("user-b", "span-3", Decimal("3"))
+    guard.delivered(["span-1"])
+    assert {user: set(costs) for user, costs in guard._unsettled.items()} == {"user-a": {"span-1", "span-2"}, "user-b": {"span-3"}}
+    now = time.monotonic()
+    guard._sweep(now + budgets.FORGET_AFTER_SECONDS + 1)
+    assert {user: set(costs) for user, costs in guard._unsettled.items()} == {"user-a": {"span-2"}, "user-b": {"span-3"}}
+    guard._sweep(now + budgets.UNSTORED_SECONDS + 1)
+    assert guard._unsettled == {} and guard._owners == {}

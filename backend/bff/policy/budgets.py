@@ -28,10 +28,12 @@ from bff.policy.model import Budget, Policy
 
 log = logging.getLogger("bff.budgets")
 
-# With OTLP export, a finished cost the collector never stores (it was down) stops counting after this.
-OTLP_UNSTORED_SECONDS = 3600.0
-# Settled costs of users who stop calling are forgotten after this; it exceeds any cache TTL.
+# A finished cost the store never receives (the collector or the exporter's buffer lost it) stops counting after this.
+UNSTORED_SECONDS = 3600.0
+# Delivered costs of users who stop calling are forgotten after this; it exceeds any cache TTL.
 FORGET_AFTER_SECONDS = 120.0
+# How often the costs of users who stopped calling are looked at (a request looks only at its caller's).
+SWEEP_SECONDS = 30.0
 _STORED_SQL = (
     "SELECT SpanId FROM otel.gateway_requests WHERE UserId = {user:String} AND toDate(Timestamp) >= {month_start:Date} "
     "AND SpanId IN {spans:Array(String)}"
@@ -103,7 +105,10 @@ class BudgetGuard:
         self._delivery_reports = delivery_reports
         self._lock = threading.Lock()  # the exporter thread reports deliveries
         self._sequence = 0
-        self._unsettled: dict[str, tuple[str, _Unsettled]] = {}  # span id -> (user, cost)
+        # user -> span id -> cost: per user, so a request looks at its caller's costs only
+        self._unsettled: dict[str, dict[str, _Unsettled]] = {}
+        self._owners: dict[str, str] = {}  # span id -> user, for the exporter's delivery reports
+        self._swept = time.monotonic()
         self._snapshots: dict[str, _Snapshot] = {}
 
     def budget_for(self, principal: Principal) -> Budget:
@@ -113,16 +118,17 @@ class BudgetGuard:
     def finished(self, user_id: str, span_id: str, cost: Decimal) -> None:
         """A request's cost is known; it counts until ClickHouse holds it."""
         with self._lock:
-            self._unsettled[span_id] = (user_id, _Unsettled(datetime.now(UTC).date(), cost, time.monotonic()))
+            self._unsettled.setdefault(user_id, {})[span_id] = _Unsettled(datetime.now(UTC).date(), cost, time.monotonic())
+            self._owners[span_id] = user_id
 
     def delivered(self, span_ids: list[str]) -> None:
         """Called by the span exporter after a batch is in ClickHouse."""
         with self._lock:
             self._sequence += 1
             for span_id in span_ids:
-                entry = self._unsettled.get(span_id)
+                entry = self._unsettled.get(self._owners.get(span_id, ""), {}).get(span_id)
                 if entry is not None:
-                    entry[1].delivered_in = self._sequence
+                    entry.delivered_in = self._sequence
 
     async def status(self, principal: Principal) -> BudgetStatus | None:
         """The binding period's state, or None when the caller has no limit."""
@@ -167,7 +173,7 @@ class BudgetGuard:
             return cached
         params = {"user": user_id, "today": today, "month_start": today.replace(day=1)}
         with self._lock:
-            pending = [span for span, (owner, _) in self._unsettled.items() if owner == user_id]
+            pending = list(self._unsettled.get(user_id, {}))
 
         def query() -> _Snapshot:
             def inside_store_lock(client) -> _Snapshot:  # type: ignore[no-untyped-def]
@@ -195,23 +201,37 @@ class BudgetGuard:
         daily = snapshot.daily if snapshot and snapshot.day == today else Decimal(0)
         monthly = snapshot.monthly if snapshot and snapshot.day.month == today.month else Decimal(0)
         now = time.monotonic()
-        forget_after = FORGET_AFTER_SECONDS if self._delivery_reports else OTLP_UNSTORED_SECONDS
         with self._lock:
-            for span_id, (owner, entry) in list(self._unsettled.items()):
-                if owner != user_id:
-                    if now - entry.finished > forget_after:
-                        del self._unsettled[span_id]
-                    continue
+            mine = self._unsettled.get(user_id, {})
+            for span_id, entry in list(mine.items()):
                 if self._settled(span_id, entry, snapshot, now):
-                    del self._unsettled[span_id]
+                    self._forget(user_id, span_id)
                     continue
                 if entry.day == today:
                     daily += entry.cost
                 if entry.day.month == today.month and entry.day.year == today.year:
                     monthly += entry.cost
+            if now - self._swept > SWEEP_SECONDS:
+                self._sweep(now)
         return daily, monthly
+
+    def _sweep(self, now: float) -> None:
+        """Forgets the costs of users who stopped calling, once no snapshot of theirs can need them."""
+        self._swept = now
+        for user_id, entries in list(self._unsettled.items()):
+            for span_id, entry in list(entries.items()):
+                delivered = entry.delivered_in is not None
+                if (delivered and now - entry.finished > FORGET_AFTER_SECONDS) or now - entry.finished > UNSTORED_SECONDS:
+                    self._forget(user_id, span_id)
+
+    def _forget(self, user_id: str, span_id: str) -> None:
+        entries = self._unsettled[user_id]
+        del entries[span_id]
+        self._owners.pop(span_id, None)
+        if not entries:
+            del self._unsettled[user_id]
 
     def _settled(self, span_id: str, entry: _Unsettled, snapshot: _Snapshot | None, now: float) -> bool:
         if self._delivery_reports:
             return snapshot is not None and entry.delivered_in is not None and entry.delivered_in <= snapshot.sequence
-        return (snapshot is not None and span_id in snapshot.stored) or now - entry.finished > OTLP_UNSTORED_SECONDS
+        return (snapshot is not None and span_id in snapshot.stored) or now - entry.finished > UNSTORED_SECONDS
