@@ -45,8 +45,8 @@ Targets: ingest >= 200,000 spans/s; every page call p50 < 100 ms and page load p
 rollup p50 < 100 ms; raw p50 / rollup p50 >= 10.
 Exit status: 0 when the run completes and the answers match (targets PASS or MISS),
 1 when the answers differ or the views lost rows. The default run (10M spans) takes
-about 7 minutes on 2 cores (half of it the raw scans), ~1.4 GiB of memory and ~2 GiB
-of disk under /tmp. Small runs (--spans 200000) understate the ingest rate: the first
+about 8.5 minutes on 2 shared cores (ingest ~5, the API phase ~1, the raw scans ~2),
+~1.6 GiB of memory and ~2 GiB of disk under /tmp. Small runs (--spans 200000) understate the ingest rate: the first
 insert carries one-time costs (clickhouse-connect's lazy pandas import, engine warm-up).
 The BFF exports in batches of at most 4,096 spans (telemetry/tracing.py) and fewer under
 light load; per-insert overhead dominates small batches: --batch 512 or 4096 shows those rates.
