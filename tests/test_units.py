@@ -49,18 +49,19 @@ def test_upstream_body_sets_user_and_usage_for_streams() -> None:
 def test_the_meter_reads_usage_finish_and_content_across_split_chunks() -> None:
     meter = StreamMeter()
     first = b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\ndata: {"choices":[{"index":0,"de'
-    assert meter.feed(first) == b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'  # the partial event waits
+    assert meter.feed(first) == [b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n']  # the partial event waits
     rest = b'lta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
-    assert meter.feed(rest) == b'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
+    assert meter.feed(rest) == [b'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n']
     assert meter.finished and meter.usage is None and meter.delivered_text() == "Hello"
-    meter.feed(b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"cost":1e-05}}\n\ndata: [DONE]\n\n')
+    last = meter.feed(b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"cost":1e-05}}\n\ndata: [DONE]\n\n')
+    assert len(last) == 2 and last[1] == b"data: [DONE]\n\n" and meter.done  # one event per write
     assert meter.usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cost": 1e-05}
 
 
 def test_the_meter_rewrites_litellm_error_events() -> None:
     meter = StreamMeter()
     raw = b'data: {"error": {"message": "litellm.APIConnectionError: OpenAIException - boom at http://10.0.0.1", "type": null, "param": null, "code": "500"}}\n\n'
-    sent = meter.feed(raw)
+    [sent] = meter.feed(raw)
     error = json.loads(sent.removeprefix(b"data: "))["error"]
     assert error == {"message": "the model provider failed while answering", "type": "upstream_error", "code": "bad_gateway"}
     assert meter.error is not None and meter.error.status == 502

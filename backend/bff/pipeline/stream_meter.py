@@ -4,7 +4,7 @@ A meter sees every server-sent event once, on its way to the client: what conten
 delivered (for an estimate when the stream is cut), whether the answer finished,
 LiteLLM's usage (with its cost), and error events, which it rewrites into the
 gateway's error shape. Everything else passes unchanged; only an incomplete event is
-held back until its end arrives. Chat and legacy completions stream `choices` deltas
+held back until its end arrives, and each event is sent on by itself. Chat and legacy completions stream `choices` deltas
 with a last usage chunk; the Responses API streams typed events ending with
 `response.completed`, which carries the usage; speech streams audio bytes, unmetered.
 """
@@ -36,30 +36,25 @@ class SseMeter(ABC):
     def delivered_text(self) -> str:
         return "".join(self._delivered)
 
-    def feed(self, chunk: bytes) -> bytes:
-        """The complete events in `chunk` (plus what was held back), to send on now."""
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The complete events in `chunk` (after what was held back), each to send on as it is:
+        one event per write, so the client sees LiteLLM's chunks as LiteLLM sent them."""
         data = self._partial + chunk if self._partial else chunk
         cut = data.rfind(EVENT_END)
         if cut < 0:
             self._partial = data
-            return b""
-        complete, self._partial = data[: cut + 2], data[cut + 2 :]
-        rewritten = False
-        events = complete.split(EVENT_END)
-        for index, event in enumerate(events[:-1]):
-            replacement = self._read(event)
-            if replacement is not None:
-                events[index] = replacement
-                rewritten = True
-        return EVENT_END.join(events) if rewritten else complete
+            return []
+        complete, self._partial = data[:cut], data[cut + 2 :]
+        return [self._passed(event) for event in complete.split(EVENT_END)]
 
-    def flush(self) -> bytes:
+    def flush(self) -> list[bytes]:
         """What is left when the upstream ends without a final blank line."""
-        rest, self._partial = self._partial, b""
-        if rest.strip():
-            replacement = self._read(rest.strip())
-            return (replacement if replacement is not None else rest.strip()) + EVENT_END
-        return b""
+        rest, self._partial = self._partial.strip(), b""
+        return [self._passed(rest)] if rest else []
+
+    def _passed(self, event: bytes) -> bytes:
+        replacement = self._read(event)
+        return (event if replacement is None else replacement) + EVENT_END
 
     def _read(self, event: bytes) -> bytes | None:
         """Notes one event; returns its replacement when it must not reach the client as is."""
@@ -147,11 +142,11 @@ class BytesMeter:
     finished = False
     done = False  # audio has no last event: delivered in full only at its end
 
-    def feed(self, chunk: bytes) -> bytes:
-        return chunk
+    def feed(self, chunk: bytes) -> list[bytes]:
+        return [chunk]
 
-    def flush(self) -> bytes:
-        return b""
+    def flush(self) -> list[bytes]:
+        return []
 
     def delivered_text(self) -> str:
         return ""

@@ -51,16 +51,19 @@ class StreamRelay:
             await self._put(self.meter.flush())
         except UpstreamError as exc:
             self.failure = error_from_transport(exc)
-            await self._put(stream_error_event(self.failure))
+            await self._put([stream_error_event(self.failure)])
         finally:
             if self.meter.error is not None and self.failure is None:
                 self.failure = self.meter.error
             if not self.client_gone:
                 await self._queue.put(None)
 
-    async def _put(self, data: bytes) -> None:
-        if data and not self.client_gone:
-            await self._queue.put((data, self.meter.done))
+    async def _put(self, events: list[bytes]) -> None:
+        for number, event in enumerate(events, 1):
+            if self.client_gone:
+                return
+            # only the stream's very last event ([DONE]) means the client had everything
+            await self._queue.put((event, self.meter.done and number == len(events)))
 
     async def body(self) -> AsyncIterator[bytes]:
         item = await self._queue.get()

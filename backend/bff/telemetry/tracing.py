@@ -52,7 +52,7 @@ class Telemetry:
         """The span of one gateway operation; `route` is the path template (no prefix, no ids)."""
         span = self._tracer.start_span(
             f"gateway {operation}",
-            context=extract(headers),  # join the caller's trace when it sends traceparent
+            context=extract(headers) if "traceparent" in headers else None,  # join the caller's trace
             kind=SpanKind.SERVER,
             attributes={attr.OPERATION: operation, attr.OPERATION_NAME: operation, attr.ROUTE: route},
             start_time=start_time_ns,
