@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 Mode = Literal["local", "compose"]
 COMPOSE_SERVICES = ("kong", "bff", "litellm", "otel-collector", "clickhouse", "open-webui")
 REQUEST_ID_ATTRIBUTE = "gateway.request_id"  # backend/bff/telemetry/attributes.py REQUEST_ID
-SPAN_WAIT_SECONDS = 30.0  # spans are exported in batches (about every second, longer via the collector)
+SPAN_WAIT_SECONDS = 30.0  # spans are exported in batches (every SPAN_EXPORT_INTERVAL_MS, 5 s; longer via the collector)
 TRACE_SERVICES = ("kong", "llm-bff", "litellm")  # services whose spans join a chat's trace in compose
 OTHER_SPANS_WAIT_SECONDS = 10.0  # after the BFF's span, for Kong's and LiteLLM's
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
