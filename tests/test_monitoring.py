@@ -1,5 +1,6 @@
 """The monitoring pages in a real browser (Debian's Chromium driven by Selenium) over real recorded traffic."""
 
+import math
 import re
 import time
 import uuid
@@ -200,7 +201,8 @@ def _assert_kpis(kpis: dict[str, dict[str, str]], totals: dict[str, Any]) -> Non
             if value is None:
                 assert shown == {"value": "", "text": "–"}, name
             else:
-                assert float(shown["value"]) == value and shown["text"] == f"{round(value):,} ms", name
+                # the page rounds as JavaScript's Math.round does (halves up), not as Python's round
+                assert float(shown["value"]) == value and shown["text"] == f"{math.floor(value + 0.5):,} ms", name
     assert float(kpis["error_rate"]["value"]) == pytest.approx(100 * totals["errors"] / totals["requests"])
     assert kpis["error_rate"]["text"] == f"{100 * totals['errors'] / totals['requests']:.1f}%"
 
