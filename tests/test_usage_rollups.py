@@ -151,6 +151,8 @@ def test_rollups_and_typed_table_answer_the_same(
     query = queries.UsageQuery.build(DAY0 + edges[0], DAY0 + edges[1], **values)
     whole_day = edges[2]
     assert (query.plan().rollup is not None) == whole_day
+    if whole_day and not filters:  # the admin pages: the rollup with one row per dimension key
+        assert query.plan().rollup == query.plan(Dimension.model).rollup == queries.KEYED_ROLLUP
     sources = set()
     cases: list[Any] = [lambda plan: queries.summary_sql(query, plan)]
     cases += [lambda plan, bucket=bucket: queries.timeseries_sql(query, bucket, plan) for bucket in Bucket]
@@ -233,12 +235,17 @@ def _apply(store: ClickHouseStore, sql: str, database: str) -> None:
         store.call(lambda client, statement=statement: client.command(statement))
 
 
-def test_a_store_from_before_the_rollups_is_filled_once(store: ClickHouseStore) -> None:
-    """The release before: 001-003 and the daily view over the typed table, with data; then the
-    current files, at every start-up: the new rollups hold the old rows once, and new rows too."""
+# The releases before: 001-003 and the daily view over the typed table; 001-004 (no keyed rollup).
+RELEASES = {"before the rollups": ("004", OLD_DAILY_VIEW), "before the keyed rollup": ("005", "")}
+
+
+@pytest.mark.parametrize("release", RELEASES.values(), ids=RELEASES.keys())
+def test_a_store_from_before_the_rollups_is_filled_once(store: ClickHouseStore, release: tuple[str, str]) -> None:
+    """A release before, with data; then the current files, at every start-up: the new rollups
+    hold the old rows once, and new rows too."""
     database = f"upgrade_{uuid.uuid4().hex[:8]}"
     files = {path.name: path.read_text() for path in sorted(SCHEMA_DIR.glob("*.sql"))}
-    released = "".join(text for name, text in files.items() if name < "004") + OLD_DAILY_VIEW
+    released = "".join(text for name, text in files.items() if name < release[0]) + release[1]
     _apply(store, released, database)
     old_rows = typed_rows(["old-a", "old-b"], DAY0, days=3, per_day=200, seed=5)
     insert_typed(store, old_rows, database)
@@ -252,11 +259,19 @@ def test_a_store_from_before_the_rollups_is_filled_once(store: ClickHouseStore) 
     for table in ("gateway_usage_daily_detail", "gateway_usage_daily_global", "gateway_usage_daily_users", "gateway_usage_daily"):
         rolled = store.query(f"SELECT sum(Requests) AS n, sum(CostUsd) AS cost FROM {database}.{table}")[0]
         assert (rolled["n"], rolled["cost"]) == expected, table
+    dims = store.query(
+        f"SELECT Dimension, sum(Requests) AS n, sum(CostUsd) AS cost FROM {database}.gateway_usage_daily_dims "
+        "GROUP BY Dimension ORDER BY Dimension"
+    )
+    assert [row["Dimension"] for row in dims] == sorted({"", *(str(d) for d in queries.KEYED_ROLLUP.keyed)})
+    assert all((row["n"], row["cost"]) == expected for row in dims), dims
     latency = store.query(
         f"SELECT (SELECT quantilesBFloat16Merge(0.5, 0.95, 0.99)(LatencyMs) FROM {database}.gateway_usage_daily_global) AS rolled, "
+        f"(SELECT quantilesBFloat16Merge(0.5, 0.95, 0.99)(LatencyMs) FROM {database}.gateway_usage_daily_dims "
+        "WHERE Dimension = '') AS keyed, "
         f"(SELECT quantilesBFloat16(0.5, 0.95, 0.99)(LatencyMs) FROM {database}.gateway_requests) AS typed"
     )[0]
-    assert latency["rolled"] == latency["typed"]
+    assert latency["rolled"] == latency["keyed"] == latency["typed"]
     store.call(lambda client: client.command(f"DROP DATABASE {database} SYNC"))
 
 

@@ -124,10 +124,19 @@ _FILL_STEP = {
 class Rollup:
     table: str
     columns: frozenset[str]  # the dimension columns it keeps
+    # Rows per (Dimension, Key) instead of dimension columns: answers only queries without
+    # filters, whose dimension (if any) is one of these; '' holds the totals.
+    keyed: frozenset[Dimension] = frozenset()
 
 
 _EVERY_COLUMN = frozenset({"ModelGroup", "UserId", "Provider", "Role", "Context", "Operation", "HttpStatus", "Outcome"})
 # Smallest first: a query reads the first that holds every column it needs.
+KEYED_ROLLUP = Rollup(
+    "otel.gateway_usage_daily_dims",
+    frozenset(),
+    frozenset({Dimension.model, Dimension.provider, Dimension.role, Dimension.context, Dimension.operation,
+               Dimension.status, Dimension.outcome}),
+)  # fmt: skip
 ROLLUPS = (
     Rollup("otel.gateway_usage_daily_global", _EVERY_COLUMN - {"UserId"}),
     Rollup("otel.gateway_usage_daily_users", frozenset({"UserId", "Role"})),
@@ -144,6 +153,7 @@ class Plan:
     first_day: datetime
     end_day: datetime
     typed: bool
+    dimension: str = ""  # the keyed rollup's rows it reads ('' the totals)
 
     @property
     def source(self) -> Source:
@@ -213,9 +223,12 @@ class UsageQuery:
         end_day = self.end.replace(hour=0, minute=0, second=0, microsecond=0)
         needed = self.needed_columns() | (_DIMENSION_COLUMNS[dimension] if dimension is not None else set())
         rollup = next((rollup for rollup in ROLLUPS if needed <= rollup.columns), None)
+        if not self.needed_columns() and (dimension is None or dimension in KEYED_ROLLUP.keyed):
+            rollup = KEYED_ROLLUP
         if first_day >= end_day or rollup is None or (bucket is not None and bucket not in _ROLLUP_BUCKETS):
             return self.typed_only()
-        return Plan(rollup, first_day, end_day, typed=self.start < first_day or end_day < self.end)
+        typed = self.start < first_day or end_day < self.end
+        return Plan(rollup, first_day, end_day, typed, str(dimension or "") if rollup.keyed else "")
 
     def _filters(self) -> tuple[list[str], dict[str, Any]]:
         clauses: list[str] = []
@@ -248,6 +261,9 @@ class UsageQuery:
         clauses, params = self._filters()
         clauses[:0] = ["Day >= {first_date:Date}", "Day < {end_date:Date}"]
         params.update(first_date=plan.first_day.date(), end_date=plan.end_day.date())
+        if plan.rollup is not None and plan.rollup.keyed:
+            clauses.insert(0, "Dimension = {dimension:String}")
+            params["dimension"] = plan.dimension
         return " AND ".join(clauses), params
 
 
@@ -347,7 +363,8 @@ _RANKED_FIRST = {Dimension.user: "UserId"}
 
 def breakdown_sql(query: UsageQuery, by: Dimension, limit: int, plan: Plan | None = None) -> tuple[str, dict[str, Any], Plan]:
     plan = plan or query.plan(dimension=by)
-    sql, params = _select(query, plan, "key", DIMENSIONS[by], DIMENSIONS[by])
+    rollup_key = "Key" if plan.rollup is not None and plan.rollup.keyed else DIMENSIONS[by]
+    sql, params = _select(query, plan, "key", DIMENSIONS[by], rollup_key)
     params["limit"] = min(limit, MAX_ROWS)
     column = _RANKED_FIRST.get(by)
     if column is not None:
