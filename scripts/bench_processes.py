@@ -79,6 +79,12 @@ class Child:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLK_TCK
 
+    def main_thread_cpu_seconds(self) -> float:
+        """User + system CPU time of the child's main thread (for the BFF: its event loop)."""
+        stat = Path(f"/proc/{self.pid}/task/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
     def group_pids(self) -> list[int]:
         """Every live process of this child's process group (the child and any workers it spawned)."""
         pids = []
