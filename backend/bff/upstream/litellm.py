@@ -111,7 +111,11 @@ class LiteLLMClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=self._keepalive, use_dns_cache=True)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, timeout=self._timeout, auto_decompress=False
+                connector=connector,
+                headers=self._headers,
+                timeout=self._timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # one session serves every user: nothing may carry over
             )
         return self._session
 
