@@ -67,15 +67,10 @@ class Child:
     def cpu_seconds(self) -> float:
         """User + system CPU time of every live process in this child's process group."""
         total = 0
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue  # exited meanwhile
-            fields = stat[stat.rindex(")") + 2 :].split()  # fields from #3 (state) on
-            if int(fields[2]) == self.pid:  # pgrp
+        for pid in self.group_pids():
+            with contextlib.suppress(OSError):  # exited meanwhile
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()  # fields from #3 (state) on
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLK_TCK
 

@@ -28,6 +28,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from bff.errors import not_found, unavailable
 from bff.monitoring.assets import PACKAGE_DIR, Asset
+from bff.page_headers import SECURITY_HEADERS, content_security_policy
 from bff.routes import health
 
 DOCS_PATH = "/docs"
@@ -60,21 +61,6 @@ SWAGGER_UI_PARAMETERS: dict[str, Any] = {
     "displayRequestDuration": True,
 }
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
-_CSP_DIRECTIVES = (
-    "default-src 'none'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-)
-_PAGE_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 
 router = APIRouter(include_in_schema=False)
 
@@ -83,7 +69,7 @@ def _csp(page: str) -> str:
     """Only the BFF's own files, plus the page's inline scripts by their hashes (no 'unsafe-inline' or 'unsafe-eval')."""
     digests = (hashlib.sha256(script.encode()).digest() for script in _INLINE_SCRIPT.findall(page))
     script_src = " ".join(["script-src 'self'", *(f"'sha256-{base64.b64encode(digest).decode()}'" for digest in digests)])
-    return "; ".join([_CSP_DIRECTIVES[0], script_src, *_CSP_DIRECTIVES[1:]])
+    return content_security_policy(script_src)
 
 
 def _missing_page(missing: list[str]) -> HTMLResponse:
@@ -94,7 +80,7 @@ def _missing_page(missing: list[str]) -> HTMLResponse:
         '<p>The OpenAPI schema itself is at <a href="openapi.json">openapi.json</a>.</p></body></html>'
     )
     headers = {
-        **_PAGE_HEADERS,
+        **SECURITY_HEADERS,
         "Content-Security-Policy": "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     }
     return HTMLResponse(body, status_code=503, headers=headers)
@@ -117,7 +103,7 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
     )
     text = bytes(page.body).decode()
-    return HTMLResponse(text, headers={**_PAGE_HEADERS, "Content-Security-Policy": _csp(text)})
+    return HTMLResponse(text, headers={**SECURITY_HEADERS, "Content-Security-Policy": _csp(text)})
 
 
 @router.get(DOCS_PATH + "/assets/{name}")

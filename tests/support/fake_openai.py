@@ -109,7 +109,6 @@ class ProviderCall:
 
 @dataclass
 class FakeProviderState:
-    requests: list[dict[str, Any]] = field(default_factory=list)  # chat completion bodies
     streams: list[StreamRecord] = field(default_factory=list)
     calls: list[ProviderCall] = field(default_factory=list)  # every request, every endpoint, in order
     lockstep: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
@@ -117,6 +116,11 @@ class FakeProviderState:
     def release_next_chunk(self) -> None:
         """fake-lockstep-stream: the client has the last chunk; the provider may send the next."""
         self.lockstep.release()
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Chat completion bodies, in order (failed attempts included)."""
+        return [call.body for call in self.calls if call.endpoint == "chat/completions"]
 
     def bodies_for(self, model: str) -> list[dict[str, Any]]:
         """Chat completion bodies for an upstream model."""
@@ -249,16 +253,8 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
         headers = {name: value for name, value in request.headers.items() if name.lower() != "authorization"}
         state.calls.append(ProviderCall(endpoint=endpoint, body=body, headers=headers))
 
-    async def chat_completions(request: Request) -> Response:
-        body = await request.json()
-        state.requests.append(body)
-        log_call(request, "chat/completions", body)
+    async def chat_completions(body: dict[str, Any]) -> Response:
         model = str(body.get("model", ""))
-        failure = _failure(model)
-        if failure is not None:
-            return failure
-        if model.endswith("-hang"):
-            await asyncio.sleep(120)
         if model == "fake-context-window":
             message = "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens."
             error = {"message": message, "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}
@@ -448,8 +444,8 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
         return JSONResponse({"created": int(time.time()), "data": [{"b64_json": PNG_B64} for _ in range(n)], "usage": usage})
 
     routes = [
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/chat/completions", endpoint("chat/completions", chat_completions), methods=["POST"]),
+        Route("/chat/completions", endpoint("chat/completions", chat_completions), methods=["POST"]),
         Route("/v1/models", models),
         Route("/v2/rerank", endpoint("v2/rerank", rerank), methods=["POST"]),
     ]

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from bff.errors import ApiError, forbidden, not_found, unavailable
 from bff.monitoring.assets import ASSETS, PACKAGE_DIR
 from bff.monitoring.models import Scope, Viewer
+from bff.page_headers import SECURITY_HEADERS, content_security_policy
 from bff.pipeline.admission import admit
 from bff.policy.model import Permission
 from bff.services import Services
@@ -22,23 +23,7 @@ router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
 PAGE = Template((PACKAGE_DIR / "templates" / "page.html").read_text(encoding="utf-8"))
 SIGN_IN = "Sign in to Open-WebUI first, then reload this page."
-CSP_DIRECTIVES = (
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-)
-PAGE_HEADERS = {
-    "Content-Security-Policy": "; ".join(CSP_DIRECTIVES),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+PAGE_HEADERS = {"Content-Security-Policy": content_security_policy(), **SECURITY_HEADERS}
 
 
 async def current_viewer(request: Request) -> Viewer:

@@ -43,10 +43,6 @@ class UpstreamBrokeOff(UpstreamError):
     """The connection ended before the answer was complete."""
 
 
-class _StaleConnection(Exception):
-    """A pooled connection closed by the server before any answer byte."""
-
-
 def _upstream_error(exc: Exception) -> UpstreamError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
         return UpstreamUnreachable(type(exc).__name__)
@@ -130,7 +126,7 @@ class LiteLLMClient:
         """A multipart call (audio, image edits); aiohttp writes the content type with its boundary."""
         form_headers = {name: value for name, value in headers.items() if name.lower() != "content-type"}
 
-        def form() -> aiohttp.FormData:  # a FormData is written once: a new one for a second try
+        def form() -> aiohttp.FormData:
             fields = aiohttp.FormData()
             for name, value in data.items():
                 for item in value if isinstance(value, list) else [value]:
@@ -160,27 +156,24 @@ class LiteLLMClient:
         return response
 
     async def _send(self, method: str, path: str, data: Any = None, **options: Any) -> LiteLLMResponse:
-        """Sends; only the phase before the first answer byte is retried, once."""
-        url = self._base_url + path
+        """Sends; a request whose pooled connection turns out closed before any answer byte is
+        sent once more (a failed connect is not that: it never reached LiteLLM)."""
         try:
-            try:
-                return await self._attempt(method, url, data, options)
-            except _StaleConnection as exc:
-                log.info("LiteLLM closed a connection before answering (%s); sending once more", exc)
-            return await self._attempt(method, url, data, options)
-        except _StaleConnection as exc:
-            raise UpstreamBrokeOff(str(exc)) from None
+            return await self._request(method, path, data, options)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                raise _upstream_error(exc) from None
+            log.info("LiteLLM closed a connection before answering (%s); sending once more", type(exc).__name__)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _upstream_error(exc) from None
+        try:
+            return await self._request(method, path, data, options)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _upstream_error(exc) from None
 
-    async def _attempt(self, method: str, url: str, data: Any, options: dict[str, Any]) -> LiteLLMResponse:
-        body = data() if callable(data) else data
-        try:
-            raw = await self._http().request(method, url, data=body, allow_redirects=False, **options)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if isinstance(exc, aiohttp.ClientConnectorError):
-                raise  # never connected: not a stale connection
-            raise _StaleConnection(type(exc).__name__) from None
+    async def _request(self, method: str, path: str, data: Any, options: dict[str, Any]) -> LiteLLMResponse:
+        body = data() if callable(data) else data  # a FormData is written once: a new one per try
+        raw = await self._http().request(method, self._base_url + path, data=body, allow_redirects=False, **options)
         return LiteLLMResponse(raw)
 
     async def aclose(self) -> None:
