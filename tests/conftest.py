@@ -138,7 +138,10 @@ def bff_factory(
             **overrides,
         }
         settings = Settings(**values)
-        server = ThreadServer(create_app(settings), root_path=settings.public_path_prefix).start()  # as bff/__main__.py
+        # as bff/__main__.py runs it: the prefix, and idle client connections kept BFF_KEEPALIVE_SECONDS
+        server = ThreadServer(
+            create_app(settings), root_path=settings.public_path_prefix, keepalive_seconds=settings.bff_keepalive_seconds
+        ).start()
         servers.append(server)
         return Bff(url=server.url, settings=settings)
 

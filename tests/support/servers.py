@@ -35,10 +35,13 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 class ThreadServer:
     """uvicorn serving an ASGI app on 127.0.0.1 in a daemon thread."""
 
-    def __init__(self, app: ASGIApp, port: int | None = None, root_path: str = ""):
+    def __init__(self, app: ASGIApp, port: int | None = None, root_path: str = "", keepalive_seconds: float = 5):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", root_path=root_path)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", root_path=root_path,
+            timeout_keep_alive=keepalive_seconds,  # uvicorn's default: 5 s
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
