@@ -71,6 +71,19 @@ ensure_deploy_tools() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose=1.29.2-3 deck=1.4.0-1+b12 > /dev/null || return 1
 }
 
+# Debian's Redis server 7.0 (bookworm): the tests start their own on loopback (shared state of
+# replicas). Not pinned to a Debian revision: security updates replace it in the archive.
+ensure_redis_server() {
+  if command -v redis-server >/dev/null; then
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  log "installing redis-server (apt-get)"
+  $sudo apt-get update -qq || return 1
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server > /dev/null || return 1
+}
+
 ensure_litellm_venv() {
   ensure_venv "$LITELLM_VENV" "$ROOT/scripts/litellm-requirements.txt" -- \
     -r "$ROOT/scripts/litellm-requirements.txt"

@@ -11,6 +11,7 @@ ensure_bff_venv
 ensure_litellm_venv
 ensure_monitoring_assets || die "could not install the monitoring assets (npm ci in backend/bff/monitoring)"
 ensure_chromium || die "could not install chromium and chromium-driver (apt-get)"
+ensure_redis_server || die "could not install redis-server (apt-get)"
 ensure_deploy_tools || die "could not install docker-compose and deck (apt-get), used to validate the compose files offline"
 
 # --- Open-WebUI end to end (opt-in): --openwebui or E2E_OPENWEBUI=1 ---------------------

@@ -21,6 +21,7 @@ from bff.app import create_app
 from bff.settings import Settings
 from support.fake_openai import FakeProviderState, create_fake_provider
 from support.fake_openwebui import FakeOpenWebUIState, create_fake_openwebui
+from support.redis_server import RedisServer
 from support.servers import ProcessServer, ThreadServer, free_port, wait_until
 from support.tokens import session_token
 
@@ -148,6 +149,14 @@ def bff_factory(
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real Redis (redis-server) per test run; tests use their own user ids, or flush()."""
+    server = RedisServer(OUTPUT / "redis")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

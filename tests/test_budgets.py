@@ -11,6 +11,7 @@ import yaml
 
 from bff.clickhouse import ClickHouseStore
 from bff.policy import budgets
+from bff.policy.access import AccessPolicy
 from bff.policy.budgets import BudgetGuard
 from bff.policy.model import load_policy
 from conftest import ROOT, Bff, BffFactory, chat_body
@@ -116,13 +117,14 @@ def test_otlp_export_counts_a_cost_once_before_and_after_the_collector_stores_it
     from bff.clickhouse import ClickHouseStore
     from bff.identity.principal import AuthMethod, Principal, Role
     from bff.pipeline.call import Call
+    from bff.policy.access import AccessPolicy
     from bff.policy.budgets import BudgetGuard
     from bff.policy.model import load_policy
     from bff.settings import Settings
     from bff.telemetry.tracing import Telemetry
 
     store = ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse")
-    guard = BudgetGuard(load_policy(ROOT / "config" / "policy.yaml"), store, cache_seconds=0, delivery_reports=False)
+    guard = BudgetGuard(AccessPolicy(load_policy(ROOT / "config" / "policy.yaml")), store, cache_seconds=0, delivery_reports=False)
     # The collector's stand-in: the very rows its clickhouse exporter writes, into the store the budget reads.
     settings = Settings(litellm_master_key="k", webui_secret_key="s", clickhouse_url=clickhouse_url)  # type: ignore[call-arg]
     collector = Telemetry(settings, store, on_delivered=lambda ids: None)
@@ -147,7 +149,7 @@ def test_otlp_export_counts_a_cost_once_before_and_after_the_collector_stores_it
 def test_costs_waiting_for_the_store_are_kept_per_user_and_swept(clickhouse_url: str) -> None:
     # Each request reads its caller's waiting costs only; those of users who stopped calling
     # go once delivered and old, or after UNSTORED_SECONDS if the store never got them.
-    guard = BudgetGuard(load_policy(ROOT / "config" / "policy.yaml"), ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse"), 0.0, True)
+    guard = BudgetGuard(AccessPolicy(load_policy(ROOT / "config" / "policy.yaml")), ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse"), 0.0, True)
     guard.finished("user-a", "span-1", Decimal("1"))
     guard.finished("user-a", "span-2", Decimal("2"))
     guard.finished("user-b", "span-3", Decimal("3"))

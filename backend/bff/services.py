@@ -48,7 +48,7 @@ class Services:
         litellm = LiteLLMClient(settings)
         store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_schema_dir)
         budgets = BudgetGuard(
-            policy, store, settings.budget_cache_seconds, delivery_reports=not settings.otel_exporter_otlp_endpoint
+            access, store, settings.budget_cache_seconds, delivery_reports=not settings.otel_exporter_otlp_endpoint
         )
         return cls(
             settings=settings,

@@ -21,6 +21,17 @@ class Settings(BaseSettings):
     # is 60 s, SDK pools ~15 s): the client, not the BFF, closes idle connections, so a
     # client never sends on a connection the BFF is closing.
     bff_keepalive_seconds: int = Field(default=75, gt=0)
+    # uvicorn worker processes; more than one needs REDIS_URL (one budget and limit per user)
+    # and a ClickHouse server (the embedded engine belongs to one process).
+    bff_workers: int = Field(default=1, ge=1, le=64)
+    # What one connection may hold (a slow or hostile client cannot keep the BFF busy).
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, description="request line and headers together")
+    body_receive_timeout_seconds: float = Field(default=120.0, gt=0, description="whole body, from its first read")
+    body_idle_timeout_seconds: float = Field(default=15.0, gt=0, description="longest wait for the next body chunk")
+
+    # Shared state of replicas and workers: unsettled spend, rate-limit counters, alert
+    # de-duplication, image jobs. Unset: in this process (one BFF process only).
+    redis_url: SecretStr | None = None
 
     # LiteLLM proxy
     litellm_url: str = "http://127.0.0.1:4000"
@@ -70,6 +81,10 @@ class Settings(BaseSettings):
 
     # How long a user's spend from ClickHouse is reused before asking again (budgets).
     budget_cache_seconds: float = Field(default=10.0, ge=0, le=60)
+    # Budget alerts (thresholds in the policy): a Slack-compatible incoming webhook (a secret URL).
+    budget_alert_webhook_url: SecretStr | None = None
+    budget_alert_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    budget_alert_attempts: int = Field(default=4, ge=1, le=10, description="tries per alert, with backoff")
 
     # Policy, task routing and request limits
     policy_file: Path = Path("config/policy.yaml")
@@ -115,4 +130,8 @@ class Settings(BaseSettings):
             raise ValueError("ROLE_SOURCE=db needs OPEN_WEBUI_DATABASE_URL")
         if not self.webui_secret_key.get_secret_value():
             raise ValueError("WEBUI_SECRET_KEY must not be empty")
+        if self.bff_workers > 1 and self.redis_url is None:
+            raise ValueError("BFF_WORKERS > 1 needs REDIS_URL: workers must share budgets, limits and image jobs")
+        if self.bff_workers > 1 and self.clickhouse_url.startswith("chdb://"):
+            raise ValueError("BFF_WORKERS > 1 needs a ClickHouse server (CLICKHOUSE_URL=http://...): the embedded engine serves one process")
         return self

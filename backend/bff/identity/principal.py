@@ -29,6 +29,7 @@ class UserRecord(BaseModel):
     email: str | None = None
     name: str | None = None
     role: str
+    groups: tuple[str, ...] = ()  # Open-WebUI group names, sorted: from the role source, never from the request
 
 
 class Principal(BaseModel):
@@ -38,6 +39,7 @@ class Principal(BaseModel):
     email: str | None = None
     name: str | None = None
     role: Role | None  # None only for a bare service key
+    groups: tuple[str, ...] = ()  # Open-WebUI group names, sorted
     auth: AuthMethod
     chat_id: str | None = None  # Open-WebUI chat id, when forwarded
 
@@ -79,4 +81,6 @@ class Identity(BaseModel):
         except ValueError:
             raise forbidden("your Open-WebUI role is not allowed to use the gateway", "role_not_allowed") from None
         user = self.user
-        return Principal(user_id=user.id, email=user.email, name=user.name, role=role, auth=self.auth, chat_id=self.chat_id)
+        return Principal(
+            user_id=user.id, email=user.email, name=user.name, role=role, groups=user.groups, auth=self.auth, chat_id=self.chat_id
+        )

@@ -23,8 +23,9 @@ from pydantic import BaseModel
 
 from bff.clickhouse import ClickHouseStore, StoreError
 from bff.errors import rate_limited
-from bff.identity.principal import Principal, Role
-from bff.policy.model import Budget, Policy
+from bff.identity.principal import Principal
+from bff.policy.access import AccessPolicy
+from bff.policy.model import Budget
 
 log = logging.getLogger("bff.budgets")
 
@@ -98,8 +99,8 @@ def _period_ends(today: date) -> tuple[datetime, datetime]:
 
 
 class BudgetGuard:
-    def __init__(self, policy: Policy, store: ClickHouseStore, cache_seconds: float, delivery_reports: bool):
-        self._budgets = policy.budgets
+    def __init__(self, access: AccessPolicy, store: ClickHouseStore, cache_seconds: float, delivery_reports: bool):
+        self._access = access
         self._store = store
         self._cache_seconds = cache_seconds
         self._delivery_reports = delivery_reports
@@ -112,8 +113,7 @@ class BudgetGuard:
         self._snapshots: dict[str, _Snapshot] = {}
 
     def budget_for(self, principal: Principal) -> Budget:
-        role_budget = self._budgets.roles.admin if principal.role is Role.admin else self._budgets.roles.user
-        return role_budget.overridden_by(self._budgets.users.get(principal.user_id or ""))
+        return self._access.effective(principal).budget
 
     def finished(self, user_id: str, span_id: str, cost: Decimal) -> None:
         """A request's cost is known; it counts until ClickHouse holds it."""
@@ -137,8 +137,10 @@ class BudgetGuard:
 
     async def periods(self, principal: Principal) -> list[BudgetStatus]:
         """The state of every limited period of the caller (empty: no limit)."""
+        if principal.user_id is None:
+            return []
         budget = self.budget_for(principal)
-        if principal.user_id is None or (budget.daily_usd is None and budget.monthly_usd is None):
+        if budget.daily_usd is None and budget.monthly_usd is None:
             return []
         today = datetime.now(UTC).date()
         snapshot = await self._snapshot(principal.user_id, today)

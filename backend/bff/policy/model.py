@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Permission(StrEnum):
@@ -52,21 +52,41 @@ class Roles(BaseModel):
     user: RolePolicy
 
 
+class WhenExceeded(StrEnum):
+    refuse = "refuse"  # 429 budget_exceeded
+    downgrade = "downgrade"  # chat is served by `downgrade_to` until the hard ceiling
+
+
 class Budget(BaseModel):
-    """USD limits; an absent limit means unlimited."""
+    """USD limits; an absent limit means unlimited.
+
+    Past `daily_usd`/`monthly_usd`, `when_exceeded` decides: refuse, or serve chat with the
+    cheaper `downgrade_to` until `hard_daily_usd`/`hard_monthly_usd` (absent: no ceiling).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     daily_usd: Decimal | None = Field(default=None, ge=0)
     monthly_usd: Decimal | None = Field(default=None, ge=0)
+    when_exceeded: WhenExceeded | None = None  # None: as the role's (refuse when nothing says otherwise)
+    downgrade_to: str | None = Field(default=None, description="a model group or alias the caller may use and that costs less")
+    hard_daily_usd: Decimal | None = Field(default=None, ge=0)
+    hard_monthly_usd: Decimal | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _downgrade_complete(self) -> "Budget":
+        if self.when_exceeded is WhenExceeded.downgrade and not self.downgrade_to:
+            raise ValueError("when_exceeded: downgrade needs downgrade_to (the cheaper model to serve)")
+        for soft, hard, name in ((self.daily_usd, self.hard_daily_usd, "daily"), (self.monthly_usd, self.hard_monthly_usd, "monthly")):
+            if soft is not None and hard is not None and hard < soft:
+                raise ValueError(f"hard_{name}_usd must not be below {name}_usd")
+        return self
 
     def overridden_by(self, override: "Budget | None") -> "Budget":
+        """Fields the override sets replace this budget's."""
         if override is None:
             return self
-        return Budget(
-            daily_usd=override.daily_usd if override.daily_usd is not None else self.daily_usd,
-            monthly_usd=override.monthly_usd if override.monthly_usd is not None else self.monthly_usd,
-        )
+        return self.model_copy(update=override.model_dump(exclude_unset=True))
 
 
 class RoleBudgets(BaseModel):
@@ -79,8 +99,58 @@ class RoleBudgets(BaseModel):
 class Budgets(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Fractions of a period's limit; each sends one alert per user and period (BUDGET_ALERT_WEBHOOK_URL)
+    # and marks the user's answers with x-budget-warning once passed.
+    alerts: list[float] = Field(default_factory=list, description="soft thresholds, e.g. [0.8, 0.95]")
     roles: RoleBudgets = Field(default_factory=RoleBudgets)
     users: dict[str, Budget] = Field(default_factory=dict, description="per user id; set fields override the role's")
+
+    @field_validator("alerts")
+    @classmethod
+    def _fractions(cls, alerts: list[float]) -> list[float]:
+        if any(not 0 < value < 1 for value in alerts) or len(set(alerts)) != len(alerts):
+            raise ValueError("alert thresholds are distinct fractions between 0 and 1 (exclusive), e.g. [0.8, 0.95]")
+        return sorted(alerts)
+
+
+class Limits(BaseModel):
+    """Per-user rate limits; an absent limit means unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="prompt estimate up front, settled from usage")
+    concurrent_requests: int | None = Field(default=None, ge=1, description="requests and streams in flight at once")
+
+    def overridden_by(self, override: "Limits | None") -> "Limits":
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_unset=True))
+
+
+class RoleLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    admin: Limits = Field(default_factory=Limits)
+    user: Limits = Field(default_factory=Limits)
+
+
+class LimitsSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: RoleLimits = Field(default_factory=RoleLimits)
+    users: dict[str, Limits] = Field(default_factory=dict, description="per user id; set fields override")
+
+
+class GroupPolicy(BaseModel):
+    """What membership of one Open-WebUI group adds to a user's role (see policy/effective.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    permissions: list[Permission] = Field(default_factory=list)
+    models: ModelAccess = Field(default_factory=ModelAccess)
+    budget: Budget | None = None
+    limits: Limits | None = None
 
 
 class Policy(BaseModel):
@@ -88,13 +158,17 @@ class Policy(BaseModel):
 
     tiers: list[str] = Field(min_length=1, description="known model tiers, cheapest first")
     roles: Roles
+    groups: dict[str, GroupPolicy] = Field(default_factory=dict, description="Open-WebUI group name -> what it adds")
     budgets: Budgets = Field(default_factory=Budgets)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
 
     @model_validator(mode="after")
     def _tiers_known(self) -> "Policy":
-        unknown = set(self.roles.user.models.tiers) - set(self.tiers)
-        if unknown:
-            raise ValueError(f"roles.user.models.tiers names unknown tiers {sorted(unknown)}; known: {self.tiers}")
+        sources = {"roles.user": self.roles.user.models, **{f"groups.{name}": group.models for name, group in self.groups.items()}}
+        for where, access in sources.items():
+            unknown = set(access.tiers) - set(self.tiers)
+            if unknown:
+                raise ValueError(f"{where}.models.tiers names unknown tiers {sorted(unknown)}; known: {self.tiers}")
         return self
 
 
