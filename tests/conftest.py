@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -103,6 +104,18 @@ class Bff:
 BffFactory = Callable[..., Bff]
 
 
+def _test_policy_file() -> Path:
+    """config/policy.yaml without its rate limits: the suites call as the same few users far
+    more often than 60 times a minute. Tests of limits write policies of their own."""
+    path = OUTPUT / "policy.test.yaml"
+    if not path.exists():
+        policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+        policy.pop("limits", None)
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(policy))
+    return path
+
+
 @pytest.fixture(scope="session")
 def clickhouse_url() -> str:
     """One embedded ClickHouse per test run (chdb allows one data path per process)."""
@@ -128,7 +141,7 @@ def bff_factory(
             "role_cache_ttl_seconds": 30.0,
             "bff_service_keys": [SERVICE_KEY],
             "forward_user_info_header_jwt_secret": FORWARD_SECRET,
-            "policy_file": ROOT / "config" / "policy.yaml",
+            "policy_file": _test_policy_file(),
             "routing_file": ROOT / "tests" / "fixtures" / "routing.test.yaml",
             "comfyui_workflows_dir": ROOT / "config" / "comfyui",
             "media_dir": OUTPUT / "media",
