@@ -59,6 +59,17 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, f"request body exceeds the limit of {limit} bytes", "invalid_request_error", "request_too_large")
 
 
+def request_timeout(message: str) -> ApiError:
+    """The client sent its body too slowly; the connection is closed (the rest of the body is not awaited)."""
+    return ApiError(408, message, "invalid_request_error", "request_timeout", {"Connection": "close"})
+
+
+def headers_too_large(limit: int) -> ApiError:
+    return ApiError(
+        431, f"request line and headers exceed the limit of {limit} bytes", "invalid_request_error", "request_headers_too_large"
+    )
+
+
 def rate_limited(message: str, retry_after: str | None = None, code: str = "rate_limit_exceeded") -> ApiError:
     headers = {"Retry-After": retry_after} if retry_after else None
     return ApiError(429, message, "rate_limit_error", code, headers)

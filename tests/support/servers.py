@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -35,13 +36,19 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 class ThreadServer:
     """uvicorn serving an ASGI app on 127.0.0.1 in a daemon thread."""
 
-    def __init__(self, app: ASGIApp, port: int | None = None, root_path: str = "", keepalive_seconds: float = 5):
+    def __init__(
+        self,
+        app: ASGIApp,
+        port: int | None = None,
+        root_path: str = "",
+        keepalive_seconds: float = 5,
+        options: Mapping[str, Any] | None = None,
+    ):
+        """`options`: uvicorn's settings instead of root_path/keepalive_seconds (a BFF: bff.serving.uvicorn_options)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", root_path=root_path,
-            timeout_keep_alive=keepalive_seconds,  # uvicorn's default: 5 s
-        )
+        settings = dict(options) if options is not None else {"root_path": root_path, "timeout_keep_alive": keepalive_seconds}
+        config = uvicorn.Config(app, **{**settings, "host": "127.0.0.1", "port": self.port, "log_level": "warning", "lifespan": "on"})
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -1,4 +1,5 @@
-"""Step 2: the request body, read within MAX_REQUEST_BYTES and validated into a model.
+"""Step 2: the request body, read within MAX_REQUEST_BYTES and in time (BODY_RECEIVE_TIMEOUT_SECONDS
+for the whole body, BODY_IDLE_TIMEOUT_SECONDS between chunks), and validated into a model.
 
 Routes declare their body as a dependency after their Operation, so a caller is
 authenticated before their body is read:
@@ -9,14 +10,17 @@ and document it with `**documented(ChatCompletionRequest)` in the route decorato
 (the body is read here, not by FastAPI, so the bound and the error shape hold).
 """
 
+import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from bff.errors import ErrorResponse, bad_request, too_large, validation_message
+from bff.errors import ErrorResponse, bad_request, request_timeout, too_large, validation_message
 from bff.services import Services
+from bff.settings import Settings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 # Deeper than any real request (tool schemas included), and far below what LiteLLM and the
@@ -32,14 +36,40 @@ class FieldNotAllowed(ValueError):
         self.name = name
 
 
-async def read_bounded(request: Request, limit: int) -> bytes:
-    """The whole body, or 413 as soon as it is larger than `limit` (declared or sent)."""
+@dataclass(frozen=True)
+class BodyTimes:
+    """How long a body may take: `whole` from its first read, `idle` between two chunks."""
+
+    whole: float
+    idle: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> "BodyTimes":
+        return cls(whole=settings.body_receive_timeout_seconds, idle=settings.body_idle_timeout_seconds)
+
+
+async def read_bounded(request: Request, limit: int, times: BodyTimes) -> bytes:
+    """The whole body, or 413 as soon as it is larger than `limit` (declared or sent), or 408
+    when it is sent too slowly (a trickling or stalled client would hold its request forever)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + times.whole
+    stream = request.stream()
+    while True:
+        left = deadline - loop.time()
+        try:
+            async with asyncio.timeout(min(times.idle, left)):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            if left <= times.idle:
+                raise request_timeout(f"the request body was not received within {times.whole:g} seconds") from None
+            raise request_timeout(f"no request body data was received for {times.idle:g} seconds") from None
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
@@ -47,8 +77,8 @@ async def read_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    raw = await read_bounded(request, limit)
+async def read_json_object(request: Request, limit: int, times: BodyTimes) -> dict[str, Any]:
+    raw = await read_bounded(request, limit, times)
     try:
         payload = json.loads(raw)
     except RecursionError:
@@ -92,18 +122,19 @@ def validate_body(model: type[ModelT], payload: dict[str, Any]) -> ModelT:
 async def json_object(request: Request) -> dict[str, Any]:
     """A dependency: the body as a JSON object, for routes whose model depends on its content."""
     services: Services = request.app.state.services
-    return await read_json_object(request, services.settings.max_request_bytes)
+    return await read_json_object(request, services.settings.max_request_bytes, BodyTimes.of(services.settings))
 
 
 class JsonBody(Generic[ModelT]):
-    """A dependency: the route's body as `model`, or 400/413 in the gateway's error shape."""
+    """A dependency: the route's body as `model`, or 400/408/413 in the gateway's error shape."""
 
     def __init__(self, model: type[ModelT]):
         self.model = model
 
     async def __call__(self, request: Request) -> ModelT:
         services: Services = request.app.state.services
-        return validate_body(self.model, await read_json_object(request, services.settings.max_request_bytes))
+        settings = services.settings
+        return validate_body(self.model, await read_json_object(request, settings.max_request_bytes, BodyTimes.of(settings)))
 
 
 def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:

@@ -2,7 +2,7 @@
 validated into a model and its files kept aside, to be sent on exactly as validated.
 
 The limit is MAX_UPLOAD_BYTES (OpenAI's is 25 MB for audio), larger than MAX_REQUEST_BYTES
-for JSON: uploads are files. Beyond it: 413.
+for JSON: uploads are files. Beyond it: 413; sent too slowly (the body's time bounds): 408.
 """
 
 from dataclasses import dataclass, field
@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from bff.errors import ErrorResponse, bad_request
-from bff.pipeline.bodies import read_bounded, validate_body
+from bff.pipeline.bodies import BodyTimes, read_bounded, validate_body
 from bff.services import Services
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -29,7 +29,7 @@ class Upload:
 
 
 class FormBody(Generic[ModelT]):
-    """A dependency: (the form's fields as `model`, its files), or 400/413 in the error shape.
+    """A dependency: (the form's fields as `model`, its files), or 400/408/413 in the error shape.
 
     `files` names the file fields the operation takes (`image[]` collects into `image`);
     lists are sent as repeated fields (`timestamp_granularities[]`).
@@ -44,7 +44,7 @@ class FormBody(Generic[ModelT]):
         services: Services = request.app.state.services
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise bad_request("request body must be multipart/form-data", "invalid_form")
-        raw = await read_bounded(request, services.settings.max_upload_bytes)
+        raw = await read_bounded(request, services.settings.max_upload_bytes, BodyTimes.of(services.settings))
         form = await _replayed(request, raw).form(max_files=MAX_PARTS, max_fields=MAX_PARTS)
         fields: dict[str, Any] = {}
         upload = Upload()
