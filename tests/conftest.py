@@ -19,6 +19,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bff.app import create_app
+from bff.serving import uvicorn_options
 from bff.settings import Settings
 from support.fake_openai import FakeProviderState, create_fake_provider
 from support.fake_openwebui import FakeOpenWebUIState, create_fake_openwebui
@@ -151,10 +152,8 @@ def bff_factory(
             **overrides,
         }
         settings = Settings(**values)
-        # as bff/__main__.py runs it: the prefix, and idle client connections kept BFF_KEEPALIVE_SECONDS
-        server = ThreadServer(
-            create_app(settings), root_path=settings.public_path_prefix, keepalive_seconds=settings.bff_keepalive_seconds
-        ).start()
+        # as bff/__main__.py runs it: the prefix, keep-alive, the bounded request head (bff/serving.py)
+        server = ThreadServer(create_app(settings), options=uvicorn_options(settings)).start()
         servers.append(server)
         return Bff(url=server.url, settings=settings)
 
