@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     role_source: Literal["api", "db", "static"] = "api"
     role_cache_ttl_seconds: float = 30.0
     open_webui_database_url: SecretStr | None = None
+    # ROLE_SOURCE=api: an Open-WebUI admin's API key (or session token) to read the groups of
+    # users forwarded by the service key (GET /api/v1/users/{id}/groups); unset: they get none.
+    open_webui_admin_token: SecretStr | None = None
     static_roles_file: Path = Path("config/dev-users.yaml")
     bff_service_keys: CommaList = Field(default_factory=list)
     forward_user_info_header_jwt_secret: SecretStr | None = None
