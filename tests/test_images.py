@@ -470,12 +470,12 @@ def test_media_retention_sweeps_old_jobs_on_start(bff_factory: BffFactory, tmp_p
 
 def test_the_periodic_sweep_forgets_expired_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bff.media import service as service_module
-    from bff.media.jobs import JobRegistry
+    from bff.media.local_jobs import LocalJobStore
     from bff.media.service import ImageService
     from bff.media.storage import MediaStore, StoredJob
 
     store = MediaStore(tmp_path, retention_hours=1)
-    registry = JobRegistry(max_per_user=2)
+    registry = LocalJobStore(max_per_user=2)
     old = datetime.now(UTC) - timedelta(hours=2)
     stored = StoredJob(job_id=uuid.uuid4().hex, owner="u", workflow="sdxl-basic", provider="comfyui", images=1,
                        progress_max=1, created_at=old, finished_at=old)
@@ -493,7 +493,7 @@ def test_the_periodic_sweep_forgets_expired_jobs(tmp_path: Path, monkeypatch: py
     assert not (tmp_path / stored.job_id).exists()
     admin = Principal(user_id="admin", role=Role.admin, auth=AuthMethod.session_token)
     with pytest.raises(ApiError):
-        registry.visible(stored.job_id, admin)
+        asyncio.run(registry.visible(stored.job_id, admin))
 
 
 # --- Mock mode ------------------------------------------------------------------------------

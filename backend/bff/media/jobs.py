@@ -1,11 +1,15 @@
-"""Image jobs: states, per-user limits, visibility, and progress fan-out to listeners.
+"""Image jobs: states, the job a replica runs, and the store that shares them.
 
-Every change of a job is appended to its event list (bounded by the job's steps) and
-announced; a listener replays the list from the start and then waits for more, so any
+The replica that runs a job holds its `Job` and reports every change to its `JobStore`,
+which enforces the per-user limit, keeps who owns the job and announces each change as an
+event; a listener replays a job's events from the start and then waits for more, so any
 number of listeners see the same events in the same order, however late they join.
+Two stores: in this process (media/local_jobs.py, one BFF process) and in Redis
+(media/redis_jobs.py, REDIS_URL: every replica sees every job).
 """
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from bff.errors import ApiError, not_found, rate_limited
 from bff.identity.principal import Principal, Role
-from bff.media.storage import JOB_ID, StoredJob, new_job_id
+from bff.media.storage import StoredJob, new_job_id
 
 
 class JobStatus(StrEnum):
@@ -85,6 +89,8 @@ class Job:
     cost_usd: Decimal = Decimal(0)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
+    deadline: datetime | None = None  # set by the Redis store: past it, any replica gives the job up
+    # kept by the in-process store (media/local_jobs.py); the Redis store keeps its events in Redis
     events: list[JobEvent] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -137,66 +143,48 @@ class Job:
         return job
 
 
-class JobRegistry:
+def too_many_jobs(active: int, max_per_user: int) -> ApiError:
+    return rate_limited(
+        f"you already have {active} image jobs running (at most {max_per_user}); wait for one to finish",
+        code="too_many_image_jobs",
+    )
+
+
+def job_not_found() -> ApiError:
+    return not_found("no such image job", "job_not_found")
+
+
+def may_see(principal: Principal, owner: str) -> bool:
+    """A user sees their own jobs, an admin every job."""
+    return principal.role is Role.admin or owner == principal.user_id
+
+
+class JobStore(ABC):
+    """The state machine of a job (here) and where its state and events are kept (subclasses)."""
+
     def __init__(self, max_per_user: int):
         self.max_per_user = max_per_user
-        self._jobs: dict[str, Job] = {}
-        self._active: dict[str, set[str]] = {}  # owner -> ids of unfinished jobs
 
-    def open(self, owner: str, workflow: str, provider: str, total_steps: int) -> Job:
-        """A new queued job, unless the owner already has the most unfinished jobs allowed."""
-        active = self._active.setdefault(owner, set())
-        if len(active) >= self.max_per_user:
-            raise rate_limited(
-                f"you already have {len(active)} image jobs running (at most {self.max_per_user}); wait for one to finish",
-                code="too_many_image_jobs",
-            )
+    async def open(self, owner: str, workflow: str, provider: str, total_steps: int, timeout_seconds: float) -> Job:
+        """A new queued job, unless the owner already has the most unfinished jobs allowed (429).
+
+        `timeout_seconds` bounds the run; a shared store derives the job's deadline from it.
+        """
         job = Job(id=new_job_id(), owner=owner, workflow=workflow, provider=provider, progress=Progress(value=0, max=total_steps))
-        active.add(job.id)
-        self._jobs[job.id] = job
-        job.events.append(JobEvent(seq=0, kind="status", state=job.state()))
+        await self._admit(job, timeout_seconds)
         return job
-
-    def restore(self, stored: StoredJob) -> None:
-        self._jobs.setdefault(stored.job_id, Job.restored(stored))
-
-    def discard(self, job: Job) -> None:
-        """A job that never started (its submission failed) leaves no trace."""
-        self._jobs.pop(job.id, None)
-        self._active.get(job.owner, set()).discard(job.id)
-
-    def forget(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            job = self._jobs.get(job_id)
-            if job is not None and job.finished:
-                del self._jobs[job_id]
-
-    def finished_before(self, moment: datetime) -> list[str]:
-        return [job.id for job in self._jobs.values() if job.finished_at is not None and job.finished_at < moment]
-
-    def visible(self, job_id: str, principal: Principal) -> Job:
-        """The job, if the caller owns it or is an admin; 404 otherwise, so ids reveal nothing."""
-        job = self._jobs.get(job_id) if JOB_ID.match(job_id) else None
-        if job is None or (principal.role is not Role.admin and job.owner != principal.user_id):
-            raise not_found("no such image job", "job_not_found")
-        return job
-
-    async def _publish(self, job: Job, kind: EventKind) -> None:
-        async with job.changed:
-            job.events.append(JobEvent(seq=len(job.events), kind=kind, state=job.state()))
-            job.changed.notify_all()
 
     async def running(self, job: Job) -> None:
         if job.status is JobStatus.queued:
             job.status = JobStatus.running
-            await self._publish(job, "status")
+            await self._publish(job, ("status",))
 
     async def progress(self, job: Job, value: int, maximum: int) -> None:
         if job.finished or (job.progress.value, job.progress.max) == (value, maximum):
             return
         await self.running(job)
         job.progress = Progress(value=value, max=maximum)
-        await self._publish(job, "progress")
+        await self._publish(job, ("progress",))
 
     async def finish(self, job: Job, status: JobStatus, images: int = 0, error: JobError | None = None) -> None:
         if job.finished:
@@ -205,31 +193,50 @@ class JobRegistry:
         job.finished_at = job.finished_at or datetime.now(UTC)
         if status is JobStatus.succeeded:
             job.progress = Progress(value=job.progress.max, max=job.progress.max)
-        self._active.get(job.owner, set()).discard(job.id)
-        await self._publish(job, "status")
-        await self._publish(job, "end")
-        job.done.set()
+        try:
+            await self._publish(job, ("status", "end"))  # also frees the owner's slot
+        finally:
+            job.done.set()  # the synchronous route waits for this, whatever the store did
 
-    @staticmethod
-    async def listen(job: Job) -> AsyncIterator[JobEvent]:
-        """Every event of the job in order, from the first, ending with the `end` event."""
-        sent = 0
-        while True:
-            async with job.changed:
-                while len(job.events) <= sent:
-                    await job.changed.wait()
-                pending = job.events[sent:]
-            for event in pending:
-                yield event
-                if event.kind == "end":
-                    return
-            sent += len(pending)
+    @abstractmethod
+    async def _admit(self, job: Job, timeout_seconds: float) -> None:
+        """Counts the job against its owner's limit (429 beyond it) and records it queued."""
+
+    @abstractmethod
+    async def _publish(self, job: Job, kinds: tuple[EventKind, ...]) -> None:
+        """Records the job's current state and appends one event per kind; a finished job frees its slot."""
+
+    @abstractmethod
+    async def discard(self, job: Job) -> None:
+        """A job that never started (its submission failed) leaves no trace and holds no slot."""
+
+    @abstractmethod
+    async def visible(self, job_id: str, principal: Principal) -> JobState:
+        """The job's state, if the caller owns it or is an admin; 404 otherwise, so ids reveal nothing."""
+
+    @abstractmethod
+    def listen(self, job_id: str, state: JobState) -> AsyncIterator[JobEvent]:
+        """Every event of a job `visible` just returned, in order from the first, ending with `end`."""
+
+    def restore(self, stored: StoredJob) -> None:
+        """A finished job found on disk at start-up (a store that keeps nothing across restarts needs it)."""
+        return None
+
+    def forget(self, job_ids: list[str]) -> None:
+        """Finished jobs whose images the sweep removed."""
+        return None
+
+    def forget_finished_before(self, moment: datetime) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
 
 
 class JobSink:
     """What a backend reports while following one job."""
 
-    def __init__(self, registry: JobRegistry, job: Job):
+    def __init__(self, registry: JobStore, job: Job):
         self._registry = registry
         self._job = job
 

@@ -232,7 +232,7 @@ class LiteLLMImageRun:
         return f"no image from '{self._model.name}' within {self._timeout_seconds:g} s"
 
 
-def start_job(
+async def start_job(
     images: ImageService,
     call: Call,
     model: LiteLLMImageModel,
@@ -246,4 +246,4 @@ def start_job(
     call.model, call.model_group, call.provider = model.name, model.entry.group, model.provider
     call.extra_attributes.update({attr.IMAGES_COUNT: params.batch_size, attr.IMAGES_SIZE: params.size})
     run = LiteLLMImageRun(client, fallbacks, model, params, call, timeout_seconds)
-    return images.start_run(call, model.name, model.provider, PROGRESS_STEPS, run, detach_span)
+    return await images.start_run(call, model.name, model.provider, PROGRESS_STEPS, run, detach_span)

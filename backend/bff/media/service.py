@@ -16,13 +16,16 @@ from decimal import Decimal
 
 from bff.errors import ApiError, not_found
 from bff.media.backends import ImageBackend, JobRun, ProgressSink, Submission, resolve_backends
-from bff.media.jobs import Job, JobError, JobRegistry, JobSink, JobStatus
+from bff.media.jobs import Job, JobError, JobSink, JobStatus, JobStore
+from bff.media.local_jobs import LocalJobStore
+from bff.media.redis_jobs import RedisJobStore
 from bff.media.storage import MediaStore
 from bff.media.workflows import ImageParams, Workflow, WorkflowCatalog, load_workflows
 from bff.pipeline.call import Call, Outcome
 from bff.pipeline.context import record_call
 from bff.policy.budgets import BudgetGuard
 from bff.settings import Settings
+from bff.shared_state import Redis, connect
 from bff.telemetry import attributes as attr
 
 log = logging.getLogger("bff.images")
@@ -72,7 +75,7 @@ class ImageService:
         backends: dict[str, ImageBackend],
         distinct_backends: list[ImageBackend],
         store: MediaStore,
-        registry: JobRegistry,
+        registry: JobStore,
         budgets: BudgetGuard,
     ):
         self.catalog = catalog
@@ -85,14 +88,23 @@ class ImageService:
         self._sweeper: asyncio.Task[None] | None = None
 
     @classmethod
-    def build(cls, settings: Settings, budgets: BudgetGuard) -> "ImageService":
+    def build(cls, settings: Settings, budgets: BudgetGuard, redis: Redis | None = None) -> "ImageService":
+        """With REDIS_URL, jobs live in Redis (any replica sees them; MEDIA_DIR is shared), else here.
+
+        Without a client given, the service connects its own (and closes it in aclose).
+        """
         catalog = load_workflows(settings.comfyui_workflows_dir)  # invalid workflows: refuse to start
         backends, distinct = resolve_backends(catalog, settings.generator_mode, settings)
         store = MediaStore(settings.media_dir, settings.media_retention_hours)
-        registry = JobRegistry(settings.max_image_jobs_per_user)
         store.sweep()
-        for stored in store.load():
-            registry.restore(stored)
+        client = redis if redis is not None else connect(settings)
+        registry: JobStore
+        if client is not None:
+            registry = RedisJobStore(client, store, settings.max_image_jobs_per_user, owns_client=redis is None)
+        else:
+            registry = LocalJobStore(settings.max_image_jobs_per_user)
+            for stored in store.load():  # Redis keeps finished jobs across restarts; this process does not
+                registry.restore(stored)
         return cls(catalog, backends, distinct, store, registry, budgets)
 
     def workflow(self, name: str | None) -> Workflow:
@@ -121,18 +133,18 @@ class ImageService:
                 **({attr.IMAGES_STEPS: params.steps} if params.steps is not None else {}),
             }
         )
-        job = self.registry.open(_owner(call), workflow.name, backend.name, params.steps or 0)
+        job = await self.registry.open(_owner(call), workflow.name, backend.name, params.steps or 0, backend.timeout_seconds)
         try:
             submission = await backend.submit(workflow.fill(params), params)
         except BaseException:
-            self.registry.discard(job)
+            await asyncio.shield(self.registry.discard(job))
             raise
         self._launch(job, WorkflowRun(workflow, backend, submission), call, detach_span)
         return job
 
-    def start_run(self, call: Call, name: str, provider: str, total_steps: int, run: JobRun, detach_span: bool) -> Job:
+    async def start_run(self, call: Call, name: str, provider: str, total_steps: int, run: JobRun, detach_span: bool) -> Job:
         """A job whose run needs no queueing first (a LiteLLM image model: media/litellm.py)."""
-        job = self.registry.open(_owner(call), name, provider, total_steps)
+        job = await self.registry.open(_owner(call), name, provider, total_steps, run.timeout_seconds)
         self._launch(job, run, call, detach_span)
         return job
 
@@ -148,7 +160,7 @@ class ImageService:
         finally:
             await run.close()
             if call.span_detached:
-                self._end_span(call, job)
+                await self._end_span(call, job)
 
     async def _follow(self, job: Job, run: JobRun, call: Call) -> None:
         try:
@@ -184,10 +196,10 @@ class ImageService:
         job.cost_usd = call.cost_usd or Decimal(0)  # a LiteLLM answer that was billed, then unusable
         await self.registry.finish(job, status, error=JobError.of(error))
 
-    def _end_span(self, call: Call, job: Job) -> None:
+    async def _end_span(self, call: Call, job: Job) -> None:
         """What the middleware does for attached spans, at the end of the job."""
         status = ACCEPTED if job.status is JobStatus.succeeded else (job.error.status if job.error else 500)
-        record_call(call, status, self._budgets)
+        await record_call(call, status, self._budgets)
 
     async def sweep_forever(self) -> None:
         while True:
@@ -198,7 +210,7 @@ class ImageService:
                 log.warning("media sweep failed: %s", exc)
                 continue
             self.registry.forget(removed)
-            self.registry.forget(self.registry.finished_before(datetime.now(UTC) - self.store.retention))
+            self.registry.forget_finished_before(datetime.now(UTC) - self.store.retention)
 
     def start_sweeper(self) -> None:
         if self._sweeper is None:
@@ -214,3 +226,4 @@ class ImageService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for backend in self._distinct:
             await backend.aclose()
+        await self.registry.aclose()

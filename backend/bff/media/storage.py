@@ -86,6 +86,14 @@ class MediaStore:
             return None
         return stored if stored.job_id == directory.name else None
 
+    def read(self, job_id: str) -> StoredJob | None:
+        """One finished job on disk, if it is still within the retention (any replica wrote it: shared storage)."""
+        if not JOB_ID.match(job_id):
+            return None
+        directory = self._job_dir(job_id)
+        stored = self._read(directory)
+        return None if stored is None or self._expired(directory, stored, datetime.now(UTC)) else stored
+
     def _expired(self, directory: Path, stored: StoredJob | None, now: datetime) -> bool:
         if stored is not None:
             return now - stored.finished_at > self.retention

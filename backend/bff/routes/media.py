@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from bff.errors import bad_request, not_found
 from bff.media import litellm
-from bff.media.jobs import Job, JobError, JobEvent, JobState, JobStatus, Progress
+from bff.media.jobs import JobError, JobEvent, JobState, JobStatus, Progress
 from bff.media.storage import JOB_ID_PATTERN, MAX_IMAGES_PER_JOB
 from bff.media.workflows import ImageOptions, ImageParams, ParameterError, Workflow
 from bff.pipeline.bodies import JsonBody, documented
@@ -118,7 +118,7 @@ async def generate_image(
         if model is None:
             raise not_found(f"no image workflow or LiteLLM image model '{name}'"[:200], "model_not_found")
         params = resolve_model_params(model, body)
-        job = litellm.start_job(
+        job = await litellm.start_job(
             services.images, call, model, params, services.litellm, services.fallbacks, services.settings.upstream_timeout_seconds
         )
     return JSONResponse(JobAccepted(job_id=job.id, status=job.status).model_dump(mode="json"), status_code=202)
@@ -126,7 +126,7 @@ async def generate_image(
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="An image job's status, progress and image URLs")
 async def get_job(job_id: JobId, request: Request, services: ServicesDep, call: ImageJobsCall) -> JobView:
-    return job_view(request, services.images.registry.visible(job_id, call.caller).state())
+    return job_view(request, await services.images.registry.visible(job_id, call.caller))
 
 
 def _sse(request: Request, event: JobEvent) -> bytes:
@@ -140,10 +140,10 @@ def _sse(request: Request, event: JobEvent) -> bytes:
     response_class=PassThroughStream,
 )
 async def job_events(job_id: JobId, request: Request, services: ServicesDep, call: ImageJobsCall) -> PassThroughStream:
-    job: Job = services.images.registry.visible(job_id, call.caller)
+    state = await services.images.registry.visible(job_id, call.caller)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
-        async for event in services.images.registry.listen(job):
+        async for event in services.images.registry.listen(job_id, state):
             yield _sse(request, event)
 
     return PassThroughStream(
@@ -158,8 +158,9 @@ async def job_events(job_id: JobId, request: Request, services: ServicesDep, cal
     summary="A finished image (PNG)",
 )
 async def get_image(job_id: JobId, index: ImageIndex, services: ServicesDep, call: ImageJobsCall) -> FileResponse:
-    job = services.images.registry.visible(job_id, call.caller)
-    path = services.images.store.image_path(job.id, index) if index < job.images else None
+    # Any replica serves it: the file's name is the job id, in MEDIA_DIR that replicas share.
+    state = await services.images.registry.visible(job_id, call.caller)
+    path = services.images.store.image_path(state.job_id, index) if index < state.images else None
     if path is None:
         raise not_found("no such image", "image_not_found")
     return FileResponse(
