@@ -2,7 +2,7 @@
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from bff.clickhouse import StoreQueryError, StoreUnavailable
 from bff.errors import ApiError, forbidden, not_found, unavailable
 from bff.pipeline.operations import CallerCall
+from bff.policy.budget_alerts import MAX_RECENT
 from bff.policy.budgets import plain_decimal
 from bff.policy.model import Permission
 from bff.services import Services, ServicesDep
@@ -17,6 +18,8 @@ from bff.usage import queries
 from bff.usage.models import (
     BreakdownResponse,
     Bucket,
+    BudgetAlert,
+    BudgetAlertsResponse,
     BudgetPeriod,
     BudgetResponse,
     Dimension,
@@ -182,4 +185,40 @@ async def budget(services: ServicesDep, call: CallerCall) -> BudgetResponse:
             )
             for status in periods
         ],
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@router.get("/alerts", response_model=BudgetAlertsResponse, summary="Recent budget alerts of every user (usage.all)")
+async def alerts(
+    services: ServicesDep,
+    call: CallerCall,
+    limit: Annotated[int, Query(ge=1, le=MAX_RECENT)] = 50,
+    user: Text = None,
+) -> BudgetAlertsResponse:
+    """One row per alert sent (or recorded without a webhook): user, period, threshold, spend, delivery."""
+    services.access.require(call.caller, Permission.usage_all)
+    rows = await _run(services, lambda: services.budget_alerts.recent(limit, user))
+    return BudgetAlertsResponse(
+        alerts=[
+            BudgetAlert(
+                alert_id=row["alert_id"],
+                created_at=_utc(row["created_at"]),
+                user_id=row["user_id"],
+                user_email=row["user_email"] or None,
+                user_name=row["user_name"] or None,
+                period=row["period"],
+                period_start=row["period_start"],
+                threshold=row["threshold"],
+                limit_usd=plain_decimal(row["limit_usd"]),
+                spent_usd=plain_decimal(row["spent_usd"]),
+                resets_at=_utc(row["resets_at"]),
+                delivery=row["delivery"],
+                attempts=row["attempts"],
+            )
+            for row in rows
+        ]
     )

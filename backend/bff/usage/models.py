@@ -1,6 +1,6 @@
 """Typed requests and answers of the usage API."""
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -173,3 +173,27 @@ class BudgetResponse(BaseModel):
     role: str
     limited: bool = Field(description="false: no limit applies to this user")
     periods: list[BudgetPeriod]
+
+
+class BudgetAlert(BaseModel):
+    """One recorded budget alert (policy/budget_alerts.py): a user's spend passed a threshold."""
+
+    alert_id: str
+    created_at: datetime = Field(description="when the gateway saw the threshold passed")
+    user_id: str
+    user_email: str | None = None
+    user_name: str | None = None
+    period: Literal["daily", "monthly"]
+    period_start: date
+    threshold: float = Field(description="fraction of the period's limit, e.g. 0.8")
+    limit_usd: str = Field(description="decimal string")
+    spent_usd: str = Field(description="decimal string: the spend when the threshold was passed")
+    resets_at: datetime
+    delivery: Literal["sent", "failed", "no_webhook"] = Field(
+        description="sent: the webhook took it; failed: every attempt failed; no_webhook: BUDGET_ALERT_WEBHOOK_URL is unset"
+    )
+    attempts: int = Field(description="webhook posts made (0 without a webhook)")
+
+
+class BudgetAlertsResponse(BaseModel):
+    alerts: list[BudgetAlert] = Field(description="newest first")
