@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from bff.clickhouse import ClickHouseStore
-from bff.policy import budgets
+from bff.policy import spend_ledger
 from bff.policy.access import AccessPolicy
 from bff.policy.budgets import BudgetGuard
 from bff.policy.model import load_policy
+from bff.policy.spend_ledger import MemoryLedger
 from conftest import ROOT, Bff, BffFactory, chat_body
 from test_usage import _as_user, _wait_for
 
@@ -114,17 +114,13 @@ def test_otlp_export_counts_a_cost_once_before_and_after_the_collector_stores_it
     import asyncio
     from decimal import Decimal
 
-    from bff.clickhouse import ClickHouseStore
     from bff.identity.principal import AuthMethod, Principal, Role
     from bff.pipeline.call import Call
-    from bff.policy.access import AccessPolicy
-    from bff.policy.budgets import BudgetGuard
-    from bff.policy.model import load_policy
     from bff.settings import Settings
     from bff.telemetry.tracing import Telemetry
 
     store = ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse")
-    guard = BudgetGuard(AccessPolicy(load_policy(ROOT / "config" / "policy.yaml")), store, cache_seconds=0, delivery_reports=False)
+    guard = BudgetGuard(AccessPolicy(load_policy(ROOT / "config" / "policy.yaml")), store, 0, MemoryLedger(delivery_reports=False))
     # The collector's stand-in: the very rows its clickhouse exporter writes, into the store the budget reads.
     settings = Settings(litellm_master_key="k", webui_secret_key="s", clickhouse_url=clickhouse_url)  # type: ignore[call-arg]
     collector = Telemetry(settings, store, on_delivered=lambda ids: None)
@@ -135,7 +131,7 @@ def test_otlp_export_counts_a_cost_once_before_and_after_the_collector_stores_it
     call.model = call.model_group = "fake-mini"
     call.cost_usd = Decimal("0.001")
     span = collector.start("chat", "/v1/chat/completions", {}, call.started_ns)
-    guard.finished(user_id, Telemetry.span_id(span), call.cost_usd)  # as pipeline/context.record_call does
+    asyncio.run(guard.finished(user_id, Telemetry.span_id(span), call.cost_usd))  # as pipeline/context.charge does
     try:
         before = asyncio.run(guard.periods(principal))[0].spent_usd
         Telemetry.finish(span, call.span_attributes(200), 200)
@@ -146,17 +142,19 @@ def test_otlp_export_counts_a_cost_once_before_and_after_the_collector_stores_it
     assert before == after == Decimal("0.001")
 
 
-def test_costs_waiting_for_the_store_are_kept_per_user_and_swept(clickhouse_url: str) -> None:
+def test_costs_waiting_for_the_store_are_kept_per_user_and_swept() -> None:
     # Each request reads its caller's waiting costs only; those of users who stopped calling
     # go once delivered and old, or after UNSTORED_SECONDS if the store never got them.
-    guard = BudgetGuard(AccessPolicy(load_policy(ROOT / "config" / "policy.yaml")), ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse"), 0.0, True)
-    guard.finished("user-a", "span-1", Decimal("1"))
-    guard.finished("user-a", "span-2", Decimal("2"))
-    guard.finished("user-b", "span-3", Decimal("3"))
-    guard.delivered(["span-1"])
-    assert {user: set(costs) for user, costs in guard._unsettled.items()} == {"user-a": {"span-1", "span-2"}, "user-b": {"span-3"}}
+    import asyncio
+
+    ledger = MemoryLedger(delivery_reports=True)
+    today = datetime.now(UTC).date()
+    for user, span, cost in (("user-a", "span-1", 1), ("user-a", "span-2", 2), ("user-b", "span-3", 3)):
+        asyncio.run(ledger.add(user, span, today, Decimal(cost)))
+    ledger.delivered(["span-1"])
+    assert ledger.users() == {"user-a": {"span-1", "span-2"}, "user-b": {"span-3"}}
     now = time.monotonic()
-    guard._sweep(now + budgets.FORGET_AFTER_SECONDS + 1)
-    assert {user: set(costs) for user, costs in guard._unsettled.items()} == {"user-a": {"span-2"}, "user-b": {"span-3"}}
-    guard._sweep(now + budgets.UNSTORED_SECONDS + 1)
-    assert guard._unsettled == {} and guard._owners == {}
+    ledger.sweep(now + spend_ledger.FORGET_AFTER_SECONDS + 1)
+    assert ledger.users() == {"user-a": {"span-2"}, "user-b": {"span-3"}}
+    ledger.sweep(now + spend_ledger.UNSTORED_SECONDS + 1)
+    assert ledger.users() == {}

@@ -5,17 +5,23 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from bff import shared_state
 from bff.clickhouse import ClickHouseStore
 from bff.identity.authenticate import Authenticator
 from bff.identity.role_sources import RoleSource, build_role_source
 from bff.media.service import ImageService
 from bff.policy.access import AccessPolicy
+from bff.policy.budget_alerts import BudgetAlerts
 from bff.policy.budgets import BudgetGuard
 from bff.policy.fallbacks import FallbackPolicy
 from bff.policy.model import load_policy
+from bff.policy.rate_counters import MemoryCounters, RateCounters, RedisCounters
+from bff.policy.rate_limits import RateLimiter
 from bff.policy.routing import TaskRouter, load_router
+from bff.policy.spend_ledger import MemoryLedger, RedisLedger, SpendLedger
 from bff.readiness import SteadyProbe
 from bff.settings import Settings
+from bff.shared_state import Redis
 from bff.telemetry.tracing import Telemetry
 from bff.upstream.catalog import CatalogCache
 from bff.upstream.litellm import LiteLLMClient
@@ -35,6 +41,9 @@ class Services:
     store: ClickHouseStore
     telemetry: Telemetry
     budgets: BudgetGuard
+    budget_alerts: BudgetAlerts
+    limits: RateLimiter
+    redis: Redis | None  # shared state of replicas (REDIS_URL), else None: in this process
     ollama: OllamaClient
     router: TaskRouter
     images: ImageService
@@ -47,9 +56,17 @@ class Services:
         role_source = build_role_source(settings)
         litellm = LiteLLMClient(settings)
         store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_schema_dir)
-        budgets = BudgetGuard(
-            access, store, settings.budget_cache_seconds, delivery_reports=not settings.otel_exporter_otlp_endpoint
-        )
+        redis = shared_state.connect(settings)
+        ledger: SpendLedger
+        counters: RateCounters
+        if redis is None:
+            ledger = MemoryLedger(delivery_reports=not settings.otel_exporter_otlp_endpoint)
+            counters = MemoryCounters()
+        else:
+            ledger, counters = RedisLedger(redis, settings.budget_cache_seconds), RedisCounters(redis)
+        budgets = BudgetGuard(access, store, settings.budget_cache_seconds, ledger)
+        # a slot outlives the longest call; a replica that dies mid-call frees its slots then
+        lease_seconds = settings.upstream_timeout_seconds + settings.stream_usage_grace_seconds + 60
         return cls(
             settings=settings,
             role_source=role_source,
@@ -62,18 +79,24 @@ class Services:
             store=store,
             telemetry=Telemetry(settings, store, on_delivered=budgets.delivered),
             budgets=budgets,
+            budget_alerts=BudgetAlerts.build(settings, access, budgets, store, redis),
+            limits=RateLimiter(access, counters, lease_seconds),
+            redis=redis,
             ollama=OllamaClient(settings),
             router=load_router(settings.routing_file, settings.generator_mode),
             images=ImageService.build(settings, budgets),  # invalid workflows: refuse to start
         )
 
     async def aclose(self) -> None:
+        await self.budget_alerts.aclose()  # deliveries still running get a few seconds
         await self.images.aclose()  # running jobs end their spans before telemetry shuts down
         await self.litellm.aclose()
         await self.ollama.aclose()
         await self.role_source.aclose()
         self.telemetry.shutdown()  # flushes the last spans
         self.store.close()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 # Dependencies are `async` on purpose: FastAPI runs plain functions on a worker thread.

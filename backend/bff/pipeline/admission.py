@@ -9,7 +9,8 @@ An Operation with a name is a gateway operation: it starts the request's one spa
 (ended by the middleware when the response is sent), named by the operation and the
 route's path template, so a refused request is recorded too. Then it authenticates,
 records who called (before the role is judged, so refusals of pending users carry
-their id), checks the role and the permission and, for paid operations, the budget.
+their id), checks the role and the permission and, for paid operations, the budget (refuse, or mark
+the call for a downgrade) and the rate limits (a slot in flight, one request per minute).
 """
 
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ class Operation:
         if self.permission is not None:
             services.access.require(principal, self.permission)
         if self.paid:
-            services.budgets.enforce(call.budget)
+            call.downgrade_to = services.budgets.decide(principal, call.budget_periods)
+            call.rate_lease = await services.limits.admit(principal)
+            if call.rate_lease is not None:
+                call.response_headers.update(call.rate_lease.headers)
         return call
 
 
@@ -52,8 +56,10 @@ async def admit(services: Services, request: Request, call: Call) -> Principal:
     call.session_id = identity.chat_id
     principal = identity.principal()  # refuses pending and unknown roles
     call.admit(principal)
-    call.budget = await services.budgets.status(principal)
+    call.budget_periods = await services.budgets.periods(principal)
+    call.budget = min(call.budget_periods, key=lambda status: status.remaining_usd, default=None)
     if call.budget is not None:
         call.response_headers.update(call.budget.headers())
+    services.budget_alerts.admitted(principal, call.budget_periods, call.response_headers)  # x-budget-warning, alerts
     return principal
 

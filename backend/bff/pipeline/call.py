@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import Span
 
 from bff.identity.principal import Principal
 from bff.policy.budgets import BudgetStatus
+from bff.policy.rate_limits import Lease
 from bff.telemetry import attributes as attr
 
 
@@ -41,6 +42,10 @@ class Call:
     session_id: str | None = None
     principal: Principal | None = None  # set once admitted
     budget: BudgetStatus | None = None  # the binding budget period, when the caller has a limit
+    budget_periods: list[BudgetStatus] = field(default_factory=list)  # every limited period
+    downgrade_to: str | None = None  # past the budget: the model that serves this chat instead
+    rate_lease: Lease | None = None  # the rate-limit slot and token reservation, released when sent
+    charged: bool = False  # the cost is in the budget (before the answer went out)
     # What
     model: str | None = None  # as requested
     model_group: str | None = None  # as served, after fallback

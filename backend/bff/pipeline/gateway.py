@@ -3,7 +3,8 @@
     1. admit      pipeline/admission.py  the route's Operation: span, authenticate, role,
                                          permission, budget (before the body is read)
     2. body       pipeline/bodies.py     bounded JSON, validated (chat: pipeline/llm_bodies.py)
-    3. authorize  policy/                the model and every fallback target it could reach
+    3. authorize  policy/                the model (past the budget: its downgrade), every fallback
+                                         target it could reach, the prompt's tokens per minute
     4. upstream   pipeline/llm_bodies.py  exactly what was validated + user, usage, fallbacks
     5. forward    upstream/litellm.py    pure I/O; streams relayed by pipeline/stream_relay.py
     6. account    pipeline/accounting.py tokens, cost and outcome from LiteLLM's figures
@@ -28,15 +29,19 @@ from bff.errors import bad_gateway, bad_request, client_closed
 from bff.pipeline.accounting import Estimator, account_answer, account_stream, decimal_cost, note_served
 from bff.pipeline.call import Call, Outcome
 from bff.pipeline.connection import ClientDisconnected, while_connected
+from bff.pipeline.context import charge
 from bff.pipeline.llm_bodies import ChatCompletionRequest, LiteLLMBody
 from bff.pipeline.llm_operations import CHAT, MODE_ROUTES, LlmOperation
 from bff.pipeline.stream_meter import BytesMeter, ChatMeter
 from bff.pipeline.stream_relay import PassThroughStream, StreamRelay, stream_response
 from bff.pipeline.uploads import Upload
+from bff.policy.budgets import budget_refusal
+from bff.policy.downgrade import CHAT_MODES, DOWNGRADED_HEADER, serves_instead
 from bff.policy.models import authorize_model
 from bff.services import Services
 from bff.telemetry import attributes as attr
 from bff.telemetry.tracing import Telemetry
+from bff.upstream.catalog import Catalog, ModelEntry
 from bff.upstream.errors import error_from_status, error_from_transport, read_and_close
 from bff.upstream.litellm import LiteLLMResponse, UpstreamError
 
@@ -105,6 +110,11 @@ async def forward(
     if not operation.serves(entry.mode):
         route = MODE_ROUTES.get(entry.mode or "", "another route")
         raise bad_request(f"invalid field 'model': '{body.model}' is a {entry.mode} model; call it with {route}", "wrong_model_mode")
+    if call.downgrade_to is not None:
+        body, entry = _downgraded(services, catalog, call, operation, body, entry)
+    await services.limits.reserve_tokens(call.rate_lease, body.prompt_for_estimate())
+    if call.rate_lease is not None:
+        call.response_headers.update(call.rate_lease.headers)
     if upload is None:
         controls = services.fallbacks.request_controls(principal, entry, catalog)
     else:
@@ -140,7 +150,24 @@ async def forward(
         return _relay(services, call, upstream, operation, body)
     answer = _answer(call, upstream)
     call.extra_attributes.update(operation.figures(body, answer))
+    await charge(call, services.budgets)  # before the answer goes out: the next request sees it
     return Answer(upstream, answer)
+
+
+def _downgraded(
+    services: Services, catalog: Catalog, call: Call, operation: LlmOperation, body: LiteLLMBody, entry: ModelEntry
+) -> tuple[LiteLLMBody, ModelEntry]:
+    """Past the budget with `downgrade`: chat goes to the cheaper model; other operations are refused."""
+    assert call.downgrade_to is not None
+    target = serves_instead(catalog, services.access.effective(call.caller), call.downgrade_to, entry)
+    if target is not None and operation.serves(target.mode):
+        call.extra_attributes[attr.DOWNGRADED_FROM] = body.model
+        call.response_headers[DOWNGRADED_HEADER] = body.model
+        return body.model_copy(update={"model": target.name}), target
+    if entry.mode in CHAT_MODES and operation.serves(entry.mode) and target is None and catalog.get(call.downgrade_to):
+        return body, entry  # it costs no more than the downgrade: served as asked
+    exhausted = [status for status in call.budget_periods if status.exhausted]
+    raise budget_refusal(max(exhausted, key=lambda status: status.resets_at), None)
 
 
 async def chat(
@@ -196,6 +223,7 @@ def _relay(
     async def settle() -> None:
         await relay.finish()
         await account_stream(call, relay, estimator, body.prompt_for_estimate(), upfront)
+        await charge(call, services.budgets)
 
     media_type = upstream.headers.get("content-type", "text/event-stream")
     return stream_response(relay, passed_headers(upstream), BackgroundTask(settle), media_type)

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from bff import shared_state
 from bff.services import ServicesDep
 
 router = APIRouter(tags=["health"])
@@ -41,11 +42,12 @@ async def health() -> dict[str, str]:
 @router.get("/health/ready", response_model=Readiness, summary="Readiness: every dependency answers")
 async def ready(services: ServicesDep) -> JSONResponse:
     collector_url = services.settings.otel_collector_health_url
-    litellm_problem, roles_problem, store_problem, collector_problem = await asyncio.gather(
+    litellm_problem, roles_problem, store_problem, collector_problem, redis_problem = await asyncio.gather(
         services.litellm_probe.problem(),
         services.role_source.problem(),
         services.store.problem(),
         _collector_problem(collector_url),
+        shared_state.problem(services.redis),
     )
     dependencies = {
         "litellm": _state(litellm_problem),
@@ -54,8 +56,10 @@ async def ready(services: ServicesDep) -> JSONResponse:
     }
     if collector_url:
         dependencies["otel_collector"] = _state(collector_problem)
+    if services.redis is not None:
+        dependencies["redis"] = _state(redis_problem)  # without it no paid call can be limited: refused
     export = services.telemetry.export_state()
-    if litellm_problem or roles_problem:
+    if litellm_problem or roles_problem or redis_problem:
         status = "not_ready"
     elif store_problem or collector_problem or (export is not None and export.last_error):
         status = "degraded"

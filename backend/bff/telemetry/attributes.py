@@ -26,6 +26,7 @@ COST_USD = "gateway.cost.usd"  # decimal string, e.g. "0.000025"
 COST_ESTIMATED = "gateway.cost.estimated"  # "true" when a cut stream was charged an estimate
 OUTCOME = "gateway.outcome"  # completed | refused | upstream_failed | client_disconnected
 SERVED_OUTSIDE_POLICY = "gateway.served_outside_policy"  # "true": a bug, alarmed in the log
+DOWNGRADED_FROM = "gateway.downgraded_from"  # the model asked for, when past the budget a cheaper one served
 ROLE = "gateway.user.role"
 AUTH_METHOD = "gateway.auth.method"
 CONTEXT = "gateway.context"  # caller-supplied tag, header X-LLM-Context
