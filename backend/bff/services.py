@@ -84,7 +84,7 @@ class Services:
             redis=redis,
             ollama=OllamaClient(settings),
             router=load_router(settings.routing_file, settings.generator_mode),
-            images=ImageService.build(settings, budgets),  # invalid workflows: refuse to start
+            images=ImageService.build(settings, budgets, redis),  # invalid workflows: refuse to start
         )
 
     async def aclose(self) -> None:

@@ -240,6 +240,14 @@ class RedisJobStore(JobStore):
         return JobEvent.model_validate({"seq": fields["seq"], "kind": fields["kind"], "state": JobState.model_validate_json(fields["state"])})
 
     async def listen(self, job_id: str, state: JobState) -> AsyncIterator[JobEvent]:
+        try:
+            async for event in self._follow(job_id, state):
+                yield event
+        except (RedisError, OSError):
+            # The answer has started: the stream ends without `end`, and the client may reconnect.
+            log.warning("image job %s: the job store became unreachable while followed", job_id, exc_info=True)
+
+    async def _follow(self, job_id: str, state: JobState) -> AsyncIterator[JobEvent]:
         stream = events_key(job_id)
         if not await self._client.exists(stream):  # a job known from its files only: its end is its story
             yield JobEvent(seq=0, kind="end", state=state)
