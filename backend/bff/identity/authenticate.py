@@ -6,7 +6,7 @@ from urllib.parse import unquote
 from fastapi import Request
 
 from bff.errors import unauthorized
-from bff.identity.principal import AuthMethod, Identity, UserRecord
+from bff.identity.principal import AuthMethod, Identity, Role, UserRecord
 from bff.identity.role_sources import RoleSource
 from bff.identity.tokens import verify_forwarded_user, verify_session_token
 from bff.settings import Settings
@@ -15,6 +15,7 @@ SESSION_COOKIE = "token"
 API_KEY_PREFIX = "sk-"
 FORWARDED_JWT_HEADER = "x-openwebui-user-jwt"
 CHAT_ID_HEADER = "x-openwebui-chat-id"
+KNOWN_ROLES = frozenset(role.value for role in Role)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -45,13 +46,22 @@ class Authenticator:
         if token is None:
             raise unauthorized("missing credentials: send an Open-WebUI token as 'Authorization: Bearer'", "missing_credentials")
         if self._is_service_key(token):
-            return self._service_identity(request)
+            return await self._with_groups(self._service_identity(request))
         if token.startswith(API_KEY_PREFIX):
             return Identity(user=await self._roles.user_for_api_key(token), auth=AuthMethod.api_key)
         claims = verify_session_token(
             token, self._settings.webui_secret_key.get_secret_value(), self._settings.allow_tokens_without_exp
         )
         return Identity(user=await self._roles.user_for_session(token, claims), auth=AuthMethod.session_token)
+
+    async def _with_groups(self, identity: Identity) -> Identity:
+        """A forwarded user's Open-WebUI groups, from the role source by user id: neither the signed
+        JWT nor the headers name groups, and a header that did would be the caller's word."""
+        user = identity.user
+        if user is None or user.role not in KNOWN_ROLES:  # refused by Identity.principal() anyway
+            return identity
+        groups = await self._roles.groups_for(user.id)
+        return identity.model_copy(update={"user": user.model_copy(update={"groups": groups})})
 
     def _service_identity(self, request: Request) -> Identity:
         chat_id = request.headers.get(CHAT_ID_HEADER) or None
