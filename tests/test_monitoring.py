@@ -11,13 +11,14 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+import yaml
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from bff.app import create_app
 from bff.monitoring import assets
-from conftest import OUTPUT, WEBUI_SECRET, Bff, chat_body
+from conftest import OUTPUT, ROOT, WEBUI_SECRET, Bff, BffFactory, chat_body
 from support.browser import chromium
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS
 from support.servers import ThreadServer, strip_prefix
@@ -408,6 +409,8 @@ def test_user_sees_only_their_own_usage(
     assert "(user)" in page["viewer"] and "your own usage only" in page["viewer"]
     assert not page["top_users"] and not page["user_filter"] and page["users"] is None
     assert browser.find_elements(By.ID, "top-users") == []
+    assert browser.find_elements(By.ID, "budget-alerts") == []  # alerts are for admins
+    assert not any("/api/usage/alerts" in url for url in page["resources"])
     assert "user=" not in page["query"]
     with bff.client(user_token) as user:
         own = _assert_charts(page, user)
@@ -467,3 +470,53 @@ def test_missing_chart_library_is_reported(
         _assert_kpis(page["kpis"], _usage(admin, "summary", page["query"])["totals"])
         _assert_operation_table(page, admin)
 
+
+
+ALERT_ROWS_JS = """
+return Array.from(document.querySelectorAll('#alert-table tbody tr')).map((tr) => ({
+  user: tr.dataset.user || null, delivery: tr.dataset.delivery || null, cells: Array.from(tr.cells).map((td) => td.textContent),
+}));
+"""
+
+
+def test_admin_sees_budget_alerts(browser: webdriver.Chrome, bff_factory: BffFactory, tmp_path: Path, admin_token: str) -> None:
+    """A user past a threshold (no webhook set: recorded for the page) shows in the admins' alert table."""
+    user_id = f"alerted-{uuid.uuid4().hex[:8]}"
+    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    policy.pop("limits", None)
+    policy["budgets"]["alerts"] = [0.1, 0.95]
+    policy["budgets"]["users"] = {user_id: {"daily_usd": "0.0002"}}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    alerted = bff_factory(policy_file=path)
+    with _as_user(alerted, user_id) as client:
+        assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200  # 12.5 %: passes 0.1
+    with alerted.client(admin_token) as admin:
+        deadline = time.monotonic() + 15
+        while not (alerts := admin.get("/api/usage/alerts", params={"user": user_id}).json()["alerts"]):
+            assert time.monotonic() < deadline, "the alert was not recorded"
+            time.sleep(0.2)
+    [alert] = alerts
+    _open(browser, alerted.url, f"/monitoring/?user={user_id}", admin_token)
+    _ready(browser, f"user={user_id}")
+    _full_page_screenshot(browser, "monitoring-budget-alerts.png")
+    rows = browser.execute_script(ALERT_ROWS_JS)
+    assert browser.find_element(By.ID, "budget-alerts").is_displayed()
+    assert rows == [
+        {
+            "user": user_id,
+            "delivery": "no_webhook",
+            "cells": [
+                alert["created_at"][:16].replace("T", " "),
+                f"{user_id}@example.test",
+                "daily",
+                "10%",
+                f"${float(alert['spent_usd']):.6f}",
+                "$0.000200",
+                alert["resets_at"][:16].replace("T", " "),
+                "no webhook",
+            ],
+        }
+    ]
+    assert float(alert["spent_usd"]) == pytest.approx(0.000025)
+    assert _problems(browser) == []

@@ -420,6 +420,55 @@
     fillTable("user-table", rows, (row) => [row.key || "(no user)", formatInt(row.requests), formatInt(row.total_tokens), formatUsd(row.cost_usd)]);
   }
 
+  const percent = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+  const DELIVERY = { sent: "sent", failed: "failed", no_webhook: "no webhook" };
+
+  function formatTime(iso) {
+    return iso.slice(0, 16).replace("T", " ");
+  }
+
+  function deliveryLabel(alert) {
+    const label = DELIVERY[alert.delivery] || alert.delivery;
+    return alert.attempts > 1 ? label + " (" + alert.attempts + " attempts)" : label;
+  }
+
+  function renderAlerts(answer) {
+    const table = byId("alert-table");
+    const body = table.tBodies[0];
+    body.replaceChildren();
+    const message = answer.error ? "Could not load budget alerts: " + answer.error.message : answer.alerts.length === 0 ? "No budget alerts." : null;
+    if (message) {
+      const td = body.insertRow().insertCell();
+      td.colSpan = table.tHead.rows[0].cells.length;
+      td.className = "none";
+      td.textContent = message;
+      return;
+    }
+    for (const alert of answer.alerts) {
+      const tr = body.insertRow();
+      tr.dataset.user = alert.user_id;
+      tr.dataset.period = alert.period;
+      tr.dataset.threshold = String(alert.threshold);
+      tr.dataset.delivery = alert.delivery;
+      tr.className = "alert-" + alert.delivery;
+      const who = alert.user_email || alert.user_name || alert.user_id;
+      const cells = [
+        formatTime(alert.created_at),
+        who,
+        alert.period,
+        percent.format(Math.round(alert.threshold * 1000) / 10) + "%",
+        formatUsd(Number(alert.spent_usd)),
+        formatUsd(Number(alert.limit_usd)),
+        formatTime(alert.resets_at),
+        deliveryLabel(alert),
+      ];
+      for (const text of cells) {
+        tr.insertCell().textContent = text;
+      }
+      tr.cells[1].title = alert.user_id;
+    }
+  }
+
   function fillTable(id, rows, cells) {
     const body = byId(id).tBodies[0];
     body.replaceChildren();
@@ -507,8 +556,14 @@
     if (viewer.scope === "all") {
       calls.push(getJson(API + "breakdown" + query({ by: "user", limit: "10" })));
     }
+    // Admins: the latest budget alerts (of the chosen user); a failure here leaves the rest of the page.
+    const alertParams = new URLSearchParams({ limit: "50" });
+    if (state.user) {
+      alertParams.set("user", state.user);
+    }
+    const alerts = viewer.scope === "all" ? getJson(API + "alerts?" + alertParams.toString()).catch((error) => ({ error: error })) : null;
     try {
-      const [results, everyOperation] = await Promise.all([Promise.all(calls), allOperations]);
+      const [results, everyOperation, alertAnswer] = await Promise.all([Promise.all(calls), allOperations, alerts]);
       const [summary, series, models, statuses, contexts, operations, outcomes, users] = results;
       if (count !== loadCount) {
         return;
@@ -525,6 +580,9 @@
       if (users) {
         renderUsers(users.rows);
         remember("user", users.rows);
+      }
+      if (alertAnswer) {
+        renderAlerts(alertAnswer);
       }
       byId("bucket-hint").textContent = range.bucket === "hour" ? "(hourly, UTC)" : "(daily, UTC)";
       byId("status-line").textContent = describe(state, range);
@@ -572,8 +630,9 @@
     byId("forget-token").hidden = !storedToken();
     if (viewer.scope === "all") {
       byId("top-users").hidden = false;
+      byId("budget-alerts").hidden = false;
     } else {
-      for (const id of ["top-users", "user-filter", "user-options"]) {
+      for (const id of ["top-users", "budget-alerts", "user-filter", "user-options"]) {
         const element = byId(id);
         if (element) {
           element.remove();
