@@ -6,14 +6,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from redis.exceptions import RedisError
 
 from bff import docs
-from bff.errors import ApiError, ErrorResponse, install_error_handlers
+from bff.errors import ApiError, ErrorResponse, install_error_handlers, unavailable
 from bff.monitoring import pages as monitoring_pages
 from bff.pipeline.context import REQUEST_ID_HEADER, RequestContextMiddleware
+from bff.policy import downgrade
+from bff.policy.budget_alerts import WARNING_HEADER
 from bff.policy.budgets import BUDGET_HEADERS
+from bff.policy.downgrade import DOWNGRADED_HEADER
+from bff.policy.model import PolicyError
+from bff.policy.rate_limits import RATE_LIMIT_HEADERS
 from bff.routes import (
     catalog,
     generate,
@@ -23,14 +29,23 @@ from bff.routes import (
     ollama,
     openai_compat,
     product_chat,
+    provider_budgets,
     usage,
 )
 from bff.services import Services
 from bff.settings import Settings
 
+log = logging.getLogger("bff.app")
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 429, 502, 503, 504)
 }
+
+
+async def _shared_state_down(_: Request, exc: Exception) -> Response:
+    """Limits and budgets cannot be enforced without the shared Redis: refuse, never skip them."""
+    log.warning("Redis unreachable: %s", type(exc).__name__)
+    return unavailable("the gateway's shared state (Redis) is unreachable; try again shortly", "shared_state_unavailable").response()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Load the catalog now, so fallback chains that cross the policy are named at start-up;
         # LiteLLM still starting is fine: the first call loads it.
         with contextlib.suppress(ApiError):
-            await services.catalog.get()
+            catalog = await services.catalog.get()
+            if found := downgrade.problems(services.access.policy, catalog):
+                raise PolicyError(f"invalid policy file {settings.policy_file}: " + "; ".join(found))
         yield
         await services.aclose()
 
@@ -61,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (health, openai_compat, images, catalog, product_chat, generate, usage, ollama, media, monitoring_pages):
+    app.add_exception_handler(RedisError, _shared_state_down)
+    for module in (health, openai_compat, images, catalog, product_chat, generate, usage, provider_budgets, ollama, media, monitoring_pages):
         app.include_router(module.router)
     app.include_router(openai_compat.root_router)
     docs.install(app)
@@ -72,9 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["authorization", "content-type", "x-request-id", "traceparent", "tracestate"],
-            expose_headers=[REQUEST_ID_HEADER, "retry-after", *BUDGET_HEADERS],
+            expose_headers=[REQUEST_ID_HEADER, "retry-after", *BUDGET_HEADERS, WARNING_HEADER, *RATE_LIMIT_HEADERS, DOWNGRADED_HEADER],
         )
-    app.add_middleware(RequestContextMiddleware, budgets=services.budgets)
+    app.add_middleware(RequestContextMiddleware, budgets=services.budgets, limits=services.limits)
     logging.getLogger("bff").setLevel(settings.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines duplicate the access log
     return app

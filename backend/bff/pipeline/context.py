@@ -9,10 +9,13 @@ import logging
 import re
 import uuid
 
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bff.pipeline.call import Call
+from bff.policy.budget_alerts import BudgetAlerts
 from bff.policy.budgets import BudgetGuard
+from bff.policy.rate_limits import RateLimiter
 from bff.telemetry.tracing import Telemetry
 
 log = logging.getLogger("bff.access")
@@ -21,20 +24,42 @@ REQUEST_ID_HEADER = "x-request-id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
-def record_call(call: Call, status: int, budgets: BudgetGuard) -> None:
-    """Charges the call's cost to the caller (until the store holds it) and ends its span."""
+async def charge(call: Call, budgets: BudgetGuard) -> None:
+    """Counts the call's cost in the caller's budget (until the store holds it), once.
+    The pipeline charges an answer before sending it, so the caller's next request, on any
+    replica, already sees it; whatever is left is charged when the response has been sent."""
+    if call.charged or not call.cost_usd or call.span is None or call.user_id is None or call.principal is None:
+        return
+    call.charged = True
+    try:
+        await budgets.finished(call.user_id, Telemetry.span_id(call.span), call.cost_usd)
+    except RedisError as exc:  # the span still carries the cost: it counts once ClickHouse holds it
+        log.error("could not count a cost of user %s before it is stored: %s", call.user_id, type(exc).__name__)
+
+
+async def record_call(call: Call, status: int, budgets: BudgetGuard, alerts: BudgetAlerts | None = None) -> None:
+    """Charges the call's cost to the caller and ends its span."""
     span = call.span
     if span is None:
         return
-    if call.cost_usd and call.user_id is not None and call.principal is not None:
-        budgets.finished(call.user_id, Telemetry.span_id(span), call.cost_usd)  # before the span ends
+    await charge(call, budgets)  # before the span ends
+    if alerts is not None and call.charged and call.principal is not None:
+        alerts.spent(call.principal)  # budget alerts look at the new spend in a task: never delays the response
     Telemetry.finish(span, call.span_attributes(status), status)
 
 
+def _budget_alerts(scope: Scope) -> BudgetAlerts | None:
+    """The application's budget alerts (Starlette puts the app in the scope)."""
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    alerts = getattr(services, "budget_alerts", None)
+    return alerts if isinstance(alerts, BudgetAlerts) else None
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, budgets: BudgetGuard):
+    def __init__(self, app: ASGIApp, budgets: BudgetGuard, limits: RateLimiter):
         self.app = app
         self.budgets = budgets
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,8 +84,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_context)
         finally:
+            try:
+                await self.limits.release(call.rate_lease, call.total_tokens)  # its slot, its real tokens
+            except RedisError as exc:  # the slot's lease runs out by itself
+                log.warning("could not release a rate-limit slot: %s", type(exc).__name__)
             if not call.span_detached:
-                record_call(call, status, self.budgets)
+                await record_call(call, status, self.budgets, _budget_alerts(scope))
             if log.isEnabledFor(logging.INFO):
                 # the path as the BFF routes it: uvicorn puts PUBLIC_PATH_PREFIX in front of every path
                 path: str = scope["path"]

@@ -1,0 +1,165 @@
+"""Rate limits per user: requests and tokens per minute, requests in flight, OpenAI's headers,
+in one process and shared by two BFFs through one real Redis."""
+
+import concurrent.futures
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from bff.policy.rate_limits import duration, estimate_tokens
+from conftest import ROOT, Bff, BffFactory, chat_body
+from support.redis_server import RedisServer
+from test_usage import _as_user
+
+
+def policy_with_limits(tmp_path: Path, limits: dict[str, Any], name: str = "policy.yaml") -> Path:
+    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    policy["limits"] = {"roles": {"user": limits, "admin": {}}}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def _user() -> str:
+    return f"rl-{uuid.uuid4().hex[:8]}"
+
+
+def _seconds_left_in_minute() -> float:
+    return 60 - time.time() % 60
+
+
+@pytest.fixture
+def whole_window() -> None:
+    """Windows are whole UTC minutes: a test that counts one window starts well inside it."""
+    if _seconds_left_in_minute() < 15:
+        time.sleep(_seconds_left_in_minute() + 0.1)
+
+
+def test_requests_per_minute_refuses_the_request_that_crosses(bff_factory: BffFactory, tmp_path: Path, whole_window: None) -> None:
+    bff = bff_factory(policy_file=policy_with_limits(tmp_path, {"requests_per_minute": 3}))
+    with _as_user(bff, _user()) as client:
+        answers = [client.post("/v1/chat/completions", json=chat_body()) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1", "0", "0"]
+    assert all(a.headers["x-ratelimit-limit-requests"] == "3" for a in answers)
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    retry_after = int(refused.headers["retry-after"])
+    assert 1 <= retry_after <= 60
+    assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
+    # another user is not limited by this one
+    with _as_user(bff, _user()) as other:
+        assert other.post("/v1/chat/completions", json=chat_body()).status_code == 200
+
+
+def test_requests_in_flight_are_bounded_per_user(bff_factory: BffFactory, tmp_path: Path) -> None:
+    bff = bff_factory(policy_file=policy_with_limits(tmp_path, {"concurrent_requests": 2}))
+    user = _user()
+    started = threading.Barrier(3)
+
+    def stream() -> int:
+        with _as_user(bff, user) as client, client.stream(
+            "POST", "/v1/chat/completions", json=chat_body("fake-slow-stream", stream=True)
+        ) as answer:
+            started.wait(10)  # both streams are in flight
+            answer.read()
+            return answer.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        streams = [pool.submit(stream) for _ in range(2)]
+        started.wait(10)
+        with _as_user(bff, user) as client:
+            third = client.post("/v1/chat/completions", json=chat_body())
+        with _as_user(bff, _user()) as other:
+            assert other.post("/v1/chat/completions", json=chat_body()).status_code == 200  # not this user's slots
+        assert [s.result(30) for s in streams] == [200, 200]
+    assert third.status_code == 429 and third.json()["error"]["code"] == "concurrency_limit_exceeded"
+    assert third.headers["retry-after"] == "1"
+    with _as_user(bff, user) as client:  # the streams ended: their slots are free
+        assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200
+
+
+def test_tokens_per_minute_reserves_the_prompt_and_settles_usage(bff_factory: BffFactory, tmp_path: Path, whole_window: None) -> None:
+    bff = bff_factory(policy_file=policy_with_limits(tmp_path, {"tokens_per_minute": 60}))
+    with _as_user(bff, _user()) as client:
+        first = client.post("/v1/chat/completions", json=chat_body())
+        assert first.status_code == 200
+        used = first.json()["usage"]["total_tokens"]
+        # the answer carries the reservation (the prompt's estimate); the next one shows the settled usage
+        second = client.post("/v1/chat/completions", json=chat_body())
+        assert second.status_code == 200
+        estimate = estimate_tokens({"messages": chat_body()["messages"]})
+        assert int(second.headers["x-ratelimit-remaining-tokens"]) == 60 - used - estimate
+        assert second.headers["x-ratelimit-limit-tokens"] == "60"
+        too_big = client.post("/v1/chat/completions", json=chat_body(messages=[{"role": "user", "content": "x" * 400}]))
+        assert too_big.status_code == 429 and too_big.headers["x-should-retry"] == "false"
+        while True:  # fill the window, then the next request is refused until it resets
+            answer = client.post("/v1/chat/completions", json=chat_body())
+            if answer.status_code != 200:
+                break
+        assert answer.status_code == 429 and answer.json()["error"]["code"] == "rate_limit_exceeded"
+        assert 1 <= int(answer.headers["retry-after"]) <= 60
+
+
+def test_the_shipped_policy_limits_users(bff_factory: BffFactory) -> None:
+    bff = bff_factory(policy_file=ROOT / "config" / "policy.yaml")
+    with _as_user(bff, _user()) as client:
+        answer = client.post("/v1/chat/completions", json=chat_body())
+    assert answer.status_code == 200
+    assert answer.headers["x-ratelimit-limit-requests"] == "60"
+    assert answer.headers["x-ratelimit-limit-tokens"] == "200000"
+
+
+def test_units() -> None:
+    assert [duration(s) for s in (0.02, 1, 6.2, 59.5, 60, 75)] == ["20ms", "1s", "7s", "1m0s", "1m0s", "1m15s"]
+    assert estimate_tokens({"messages": [{"role": "user", "content": "x" * 40}]}) == 11  # "user" + 40 x: 44 characters
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}}
+    assert estimate_tokens({"messages": [{"role": "user", "content": [image]}]}) < 100  # an image is not its base64
+
+
+@pytest.fixture
+def redis_pair(bff_factory: BffFactory, redis_server: RedisServer, tmp_path: Path) -> tuple[Bff, Bff]:
+    path = policy_with_limits(tmp_path, {"requests_per_minute": 5, "concurrent_requests": 1})
+    first = bff_factory(policy_file=path, redis_url=redis_server.url)
+    second = bff_factory(policy_file=path, redis_url=redis_server.url)
+    return first, second
+
+
+def test_two_bffs_sharing_redis_enforce_one_limit(redis_pair: tuple[Bff, Bff], whole_window: None) -> None:
+    user = _user()
+    statuses = []
+    for number in range(7):
+        with _as_user(redis_pair[number % 2], user) as client:
+            statuses.append(client.post("/v1/chat/completions", json=chat_body()).status_code)
+    assert statuses == [200] * 5 + [429, 429]
+
+
+def test_two_bffs_sharing_redis_share_the_slots_in_flight(redis_pair: tuple[Bff, Bff]) -> None:
+    user = _user()
+    with _as_user(redis_pair[0], user) as first, first.stream(
+        "POST", "/v1/chat/completions", json=chat_body("fake-slow-stream", stream=True)
+    ) as streaming:
+        assert streaming.status_code == 200
+        with _as_user(redis_pair[1], user) as second:
+            answer = second.post("/v1/chat/completions", json=chat_body())
+        streaming.read()
+    assert answer.status_code == 429 and answer.json()["error"]["code"] == "concurrency_limit_exceeded"
+
+
+def test_redis_down_refuses_paid_calls_and_readiness_says_so(bff_factory: BffFactory, tmp_path: Path) -> None:
+    from support.servers import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    bff = bff_factory(policy_file=policy_with_limits(tmp_path, {"requests_per_minute": 5}), redis_url=dead)
+    with _as_user(bff, _user()) as client:
+        answer = client.post("/v1/chat/completions", json=chat_body())
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "shared_state_unavailable"
+    assert "Traceback" not in answer.text and "127.0.0.1" not in answer.text
+    ready = httpx.get(f"{bff.url}/health/ready", timeout=10)
+    assert ready.status_code == 503 and ready.json()["dependencies"]["redis"]["status"] == "down"
