@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-
+from bff.identity.principal import AuthMethod, Principal, Role
 from bff.policy.model import PolicyError, load_policy
 from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff, chat_body
 from support.tokens import forwarded_user_jwt
@@ -114,3 +114,90 @@ def test_catalog_route(bff: Bff, user_token: str) -> None:
 def test_service_key_cannot_use_product_routes(bff: Bff) -> None:
     with bff.client(SERVICE_KEY) as client:
         assert client.post("/api/chat/completions", json=chat_body()).status_code == 403
+
+
+GROUPS = """
+tiers: [mini, standard, advanced, premium]
+roles:
+  user:
+    permissions: [chat, usage.own]
+    models: {tiers: [mini], exclude: ["mini-secret"]}
+groups:
+  premium:
+    permissions: [images]
+    models: {tiers: [premium]}
+    budget: {daily_usd: 20, when_exceeded: downgrade, downgrade_to: cheap}
+    limits: {requests_per_minute: 120}
+  interns:
+    models: {include: ["mini-secret"]}
+    budget: {daily_usd: 1, monthly_usd: 3}
+    limits: {requests_per_minute: 10, concurrent_requests: null}
+budgets:
+  roles:
+    user: {daily_usd: 5, monthly_usd: 50}
+  users:
+    u-capped: {daily_usd: 2}
+limits:
+  roles:
+    user: {requests_per_minute: 60, concurrent_requests: 4}
+  users:
+    u-capped: {requests_per_minute: 5}
+"""
+
+
+def _principal(user_id: str, *groups: str, role: str = "user") -> Principal:
+    return Principal(user_id=user_id, role=Role(role), groups=tuple(sorted(groups)), auth=AuthMethod.session_token)
+
+
+def test_groups_add_to_the_role_and_the_larger_budget_and_limit_win(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from bff.policy.access import AccessPolicy
+    from bff.policy.model import Permission, WhenExceeded
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(GROUPS)
+    access = AccessPolicy(load_policy(path))
+    plain, premium, both = (access.effective(_principal(*p)) for p in (("u1",), ("u2", "premium"), ("u3", "premium", "interns")))
+    assert plain.permissions == {Permission.chat, Permission.usage_own}
+    assert premium.permissions == {Permission.chat, Permission.usage_own, Permission.images}
+    assert not plain.allows_model("top", "premium") and premium.allows_model("top", "premium")
+    # a group's include is not undone by the role's exclude: each source narrows only itself
+    assert not premium.allows_model("mini-secret", "mini") and both.allows_model("mini-secret", "mini")
+    assert (plain.budget.daily_usd, premium.budget.daily_usd, both.budget.daily_usd) == (Decimal(5), Decimal(20), Decimal(20))
+    assert both.budget.monthly_usd == Decimal(50)  # the interns' smaller monthly budget does not shrink the role's
+    assert premium.budget.when_exceeded is WhenExceeded.downgrade and premium.budget.downgrade_to == "cheap"
+    assert plain.budget.when_exceeded is None
+    assert (plain.limits.requests_per_minute, premium.limits.requests_per_minute) == (60, 120)
+    assert both.limits.concurrent_requests is None  # the interns' explicit null: unlimited wins
+    assert premium.limits.concurrent_requests == 4
+    # users: entries override single fields, after the groups
+    capped = access.effective(_principal("u-capped", "premium"))
+    assert capped.budget.daily_usd == Decimal(2) and capped.limits.requests_per_minute == 5
+    assert capped.budget.when_exceeded is WhenExceeded.downgrade
+    # unknown group names add nothing; admins have everything
+    assert access.effective(_principal("u4", "nobody")) == plain
+    admin = access.effective(_principal("a1", role="admin"))
+    assert admin.permissions == set(Permission) and admin.allows_model("anything", None)
+
+
+@pytest.mark.parametrize(
+    ("budget", "problem"),
+    [
+        ("{when_exceeded: downgrade}", "needs downgrade_to"),
+        ("{daily_usd: 5, hard_daily_usd: 4}", "hard_daily_usd must not be below daily_usd"),
+        ("{when_exceeded: sometimes}", "when_exceeded"),
+    ],
+)
+def test_invalid_degradation_settings(tmp_path: Path, budget: str, problem: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(VALID + f"budgets:\n  roles:\n    user: {budget}\n")
+    with pytest.raises(PolicyError, match=problem):
+        load_policy(path)
+
+
+def test_invalid_alert_thresholds(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(VALID + "budgets:\n  alerts: [0.8, 1.2]\n")
+    with pytest.raises(PolicyError, match="fractions between 0 and 1"):
+        load_policy(path)
