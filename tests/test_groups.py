@@ -11,9 +11,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory, chat_body
 from support.fake_openwebui import FakeGroup, FakeOpenWebUIState
+from support.servers import ThreadServer
 from support.tokens import forwarded_user_jwt, session_token
 
 PREMIUM_MODELS = {"fake-premium", "fake-advanced"}
@@ -218,12 +223,7 @@ def test_pending_forwarded_users_cost_no_group_lookup(bff_factory: BffFactory, g
 
 def test_open_webui_failing_on_groups_gives_503(bff_factory: BffFactory, groups: FakeOpenWebUIState, admin_token: str) -> None:
     """Open-WebUI answering something unexpected is an outage (503), not 'no groups' nor a 500."""
-    from support.servers import ThreadServer
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    async def broken(_request: object) -> JSONResponse:
+    async def broken(_: Request) -> JSONResponse:
         return JSONResponse({"detail": "boom"}, status_code=500)
 
     server = ThreadServer(Starlette(routes=[Route("/api/v1/users/{user_id}/groups", broken)])).start()

@@ -254,6 +254,9 @@ def _make_read_only(engine: Engine) -> None:
         elif engine.dialect.name == "postgresql":
             cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         cursor.close()
+        # The driver ran that in a transaction of its own (PostgreSQL): uncommitted, the setting
+        # would not cover this transaction and would vanish with its rollback.
+        dbapi_connection.commit()
 
 
 class DbRoleSource:
