@@ -5,6 +5,8 @@ admin; an admin adds users with a role; an admin changes a user's role; models a
 go through Open-WebUI's own /api routes, which call the BFF as their OpenAI connection.
 Files, knowledge, audio (routers/files.py, knowledge.py, audio/) and the Action route
 (main.py /api/chat/actions/{id}) call the BFF through the connections openwebui.env sets.
+Groups (routers/groups.py, users.py): an admin creates a group and adds or removes members;
+each user reads their own groups.
 """
 
 from dataclasses import dataclass
@@ -61,6 +63,24 @@ class OpenWebUIApi:
             answer = client.post(f"/api/v1/users/{user.id}/update", json={"role": role})
         answer.raise_for_status()
         assert answer.json()["role"] == role
+
+    def create_group(self, admin: Account, name: str) -> str:
+        """POST /api/v1/groups/create (admin only), as the admin panel's Groups tab creates one."""
+        answer = self.call(admin, "POST", "/api/v1/groups/create", json={"name": name, "description": f"{name} (test)"})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["id"])
+
+    def set_group_member(self, admin: Account, group_id: str, user: Account, member: bool) -> None:
+        """POST /api/v1/groups/id/{id}/users/add or .../users/remove (admin only)."""
+        change = "add" if member else "remove"
+        answer = self.call(admin, "POST", f"/api/v1/groups/id/{group_id}/users/{change}", json={"user_ids": [user.id]})
+        assert answer.status_code == 200, answer.text
+
+    def group_names(self, account: Account) -> set[str]:
+        """GET /api/v1/users/groups: the caller's own groups (what the BFF asks with a session token)."""
+        answer = self.call(account, "GET", "/api/v1/users/groups", params={"include_inherited": "true"})
+        assert answer.status_code == 200, answer.text
+        return {group["name"] for group in answer.json()}
 
     def model_ids(self, account: Account) -> set[str]:
         """GET /api/models as the UI loads it; Open-WebUI asks the BFF with the user's signed identity."""
