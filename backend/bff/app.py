@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-request-id", "traceparent", "tracestate"],
             expose_headers=[REQUEST_ID_HEADER, "retry-after", *BUDGET_HEADERS, WARNING_HEADER, *RATE_LIMIT_HEADERS, DOWNGRADED_HEADER],
         )
-    app.add_middleware(RequestContextMiddleware, budgets=services.budgets, limits=services.limits)
+    app.add_middleware(RequestContextMiddleware, budgets=services.budgets, limits=services.limits, alerts=services.budget_alerts)
     logging.getLogger("bff").setLevel(settings.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines duplicate the access log
     return app

@@ -67,6 +67,7 @@ class Services:
         budgets = BudgetGuard(access, store, settings.budget_cache_seconds, ledger)
         # a slot outlives the longest call; a replica that dies mid-call frees its slots then
         lease_seconds = settings.upstream_timeout_seconds + settings.stream_usage_grace_seconds + 60
+        alerts = BudgetAlerts.build(settings, access, budgets, store, redis)
         return cls(
             settings=settings,
             role_source=role_source,
@@ -79,12 +80,12 @@ class Services:
             store=store,
             telemetry=Telemetry(settings, store, on_delivered=budgets.delivered),
             budgets=budgets,
-            budget_alerts=BudgetAlerts.build(settings, access, budgets, store, redis),
+            budget_alerts=alerts,
             limits=RateLimiter(access, counters, lease_seconds),
             redis=redis,
             ollama=OllamaClient(settings),
             router=load_router(settings.routing_file, settings.generator_mode),
-            images=ImageService.build(settings, budgets, redis),  # invalid workflows: refuse to start
+            images=ImageService.build(settings, budgets, redis, alerts),  # invalid workflows: refuse to start
         )
 
     async def aclose(self) -> None:

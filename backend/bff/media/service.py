@@ -23,6 +23,7 @@ from bff.media.storage import MediaStore
 from bff.media.workflows import ImageParams, Workflow, WorkflowCatalog, load_workflows
 from bff.pipeline.call import Call, Outcome
 from bff.pipeline.context import record_call
+from bff.policy.budget_alerts import BudgetAlerts
 from bff.policy.budgets import BudgetGuard
 from bff.settings import Settings
 from bff.shared_state import Redis, connect
@@ -77,6 +78,7 @@ class ImageService:
         store: MediaStore,
         registry: JobStore,
         budgets: BudgetGuard,
+        alerts: BudgetAlerts | None = None,
     ):
         self.catalog = catalog
         self._backends = backends
@@ -84,11 +86,14 @@ class ImageService:
         self.store = store
         self.registry = registry
         self._budgets = budgets
+        self._alerts = alerts
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     @classmethod
-    def build(cls, settings: Settings, budgets: BudgetGuard, redis: Redis | None = None) -> "ImageService":
+    def build(
+        cls, settings: Settings, budgets: BudgetGuard, redis: Redis | None = None, alerts: BudgetAlerts | None = None
+    ) -> "ImageService":
         """With REDIS_URL, jobs live in Redis (any replica sees them; MEDIA_DIR is shared), else here.
 
         Without a client given, the service connects its own (and closes it in aclose).
@@ -105,7 +110,7 @@ class ImageService:
             registry = LocalJobStore(settings.max_image_jobs_per_user)
             for stored in store.load():  # Redis keeps finished jobs across restarts; this process does not
                 registry.restore(stored)
-        return cls(catalog, backends, distinct, store, registry, budgets)
+        return cls(catalog, backends, distinct, store, registry, budgets, alerts)
 
     def workflow(self, name: str | None) -> Workflow:
         workflow = self.catalog.get(name if name is not None else self.catalog.default)
@@ -199,7 +204,7 @@ class ImageService:
     async def _end_span(self, call: Call, job: Job) -> None:
         """What the middleware does for attached spans, at the end of the job."""
         status = ACCEPTED if job.status is JobStatus.succeeded else (job.error.status if job.error else 500)
-        await record_call(call, status, self._budgets)
+        await record_call(call, status, self._budgets, self._alerts)
 
     async def sweep_forever(self) -> None:
         while True:

@@ -48,18 +48,12 @@ async def record_call(call: Call, status: int, budgets: BudgetGuard, alerts: Bud
     Telemetry.finish(span, call.span_attributes(status), status)
 
 
-def _budget_alerts(scope: Scope) -> BudgetAlerts | None:
-    """The application's budget alerts (Starlette puts the app in the scope)."""
-    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
-    alerts = getattr(services, "budget_alerts", None)
-    return alerts if isinstance(alerts, BudgetAlerts) else None
-
-
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, budgets: BudgetGuard, limits: RateLimiter):
+    def __init__(self, app: ASGIApp, budgets: BudgetGuard, limits: RateLimiter, alerts: BudgetAlerts):
         self.app = app
         self.budgets = budgets
         self.limits = limits
+        self.alerts = alerts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +83,7 @@ class RequestContextMiddleware:
             except RedisError as exc:  # the slot's lease runs out by itself
                 log.warning("could not release a rate-limit slot: %s", type(exc).__name__)
             if not call.span_detached:
-                await record_call(call, status, self.budgets, _budget_alerts(scope))
+                await record_call(call, status, self.budgets, self.alerts)
             if log.isEnabledFor(logging.INFO):
                 # the path as the BFF routes it: uvicorn puts PUBLIC_PATH_PREFIX in front of every path
                 path: str = scope["path"]
