@@ -37,6 +37,7 @@ from support.compose_env import CollectorStandIn, ComposeShapeError, KongStandIn
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, SLOW_STREAM_CHUNKS, FakeProviderState
 from support.fake_openwebui import FakeOpenWebUIState
 from support.otlp_receiver import attributes
+from support.redis_server import RedisServer
 from support.servers import ProcessServer, ThreadServer, free_port
 from support.tokens import forwarded_user_jwt, session_token
 
@@ -86,12 +87,13 @@ def collector() -> Iterator[CollectorStandIn]:
 
 @pytest.fixture(scope="module")
 def compose_hosts(
-    litellm_url: str, openwebui: tuple[ThreadServer, FakeOpenWebUIState], collector: CollectorStandIn
+    litellm_url: str, openwebui: tuple[ThreadServer, FakeOpenWebUIState], collector: CollectorStandIn, redis_server: RedisServer
 ) -> dict[str, str]:
     """compose's service:port -> the loopback server standing in for it."""
     nowhere = f"127.0.0.1:{free_port()}"  # profiles not started: nothing listens, as on a stack without them
     return {
         "litellm:4000": _host_port(litellm_url),
+        "redis:6379": _host_port(redis_server.url),  # a real redis-server: both BFFs share it, as compose's replicas do
         "open-webui:8080": _host_port(openwebui[0].url),
         "otel-collector:4318": _host_port(collector.url),
         "otel-collector:13133": _host_port(collector.health_url),
@@ -287,11 +289,13 @@ def test_the_bff_runs_with_composes_environment(own_store: ComposeBff, otlp: Com
     assert env["OTEL_COLLECTOR_HEALTH_URL"] == collector.health_url + "/"
     assert env["BFF_SERVICE_KEYS"].split(",")[0] == SERVICE_KEY
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in own_store.environment
+    assert env["REDIS_URL"] == own_store.environment["REDIS_URL"] and urlsplit(env["REDIS_URL"]).path == "/0"  # one Redis, compose's db
     for bff, exporting_over_otlp in ((own_store, False), (otlp, True)):
         ready = httpx.get(f"{bff.public}/health/ready", timeout=10).json()
         assert ready["status"] == "ready", ready
         assert ready["dependencies"]["otel_collector"]["status"] == "ok"  # the health URL compose gives reaches it
         assert ready["dependencies"]["open_webui_api"]["status"] == "ok"  # ROLE_SOURCE=api: the Open-WebUI stand-in
+        assert ready["dependencies"]["redis"]["status"] == "ok"  # REDIS_URL: compose's redis service, here redis-server
         assert (ready["spans"] is None) is exporting_over_otlp  # no ClickHouse exporter when spans go over OTLP
         docs = httpx.get(f"{bff.public}/openapi.json", timeout=10)
         assert docs.json()["servers"] == [{"url": PREFIX}]
@@ -299,18 +303,18 @@ def test_the_bff_runs_with_composes_environment(own_store: ComposeBff, otlp: Com
 
 def test_a_compose_variable_pointing_at_an_unmapped_service_fails_loudly(tmp_path: Path, compose_hosts: dict[str, str]) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    compose["services"]["bff"]["environment"]["REDIS_URL"] = "redis://redis:6379/0"
+    compose["services"]["bff"]["environment"]["SEARCH_URL"] = "http://searxng:8080/search"
     changed = tmp_path / "docker-compose.yml"
     changed.write_text(yaml.safe_dump(compose))
     overrides = {"CLICKHOUSE_URL": "chdb:///nowhere"}
-    with pytest.raises(ComposeShapeError, match="'redis:6379'"):
+    with pytest.raises(ComposeShapeError, match="'searxng:8080'"):
         service_environment("bff", COMPOSE_VARIABLES, compose_hosts, overrides, path=changed)
     with pytest.raises(ComposeShapeError, match="clickhouse:8123"):  # no ClickHouse server here: it must be replaced
         bff_environment(COMPOSE_VARIABLES, compose_hosts)
     with pytest.raises(ComposeShapeError, match="WEBUI_SECRET_KEY"):  # compose's :? refusal holds here too
         bff_environment({k: v for k, v in COMPOSE_VARIABLES.items() if k != "WEBUI_SECRET_KEY"}, compose_hosts, overrides)
     with pytest.raises(ComposeShapeError, match="no bff variable points at"):
-        bff_environment(COMPOSE_VARIABLES, {**compose_hosts, "redis:6379": "127.0.0.1:1"}, overrides)
+        bff_environment(COMPOSE_VARIABLES, {**compose_hosts, "searxng:8080": "127.0.0.1:1"}, overrides)
 
 
 # --- the BFF writes to the store itself -------------------------------------------------

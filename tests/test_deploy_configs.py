@@ -115,7 +115,7 @@ def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
 
 def test_services_images_health_and_start_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    expected = {"kong", "bff", "litellm", "otel-collector", "clickhouse", "open-webui", "ollama", "comfyui"}
+    expected = {"kong", "bff", "litellm", "otel-collector", "clickhouse", "open-webui", "ollama", "comfyui", "redis"}
     assert expected <= set(services)
     for name, service in services.items():
         image = service.get("image", "")
@@ -172,6 +172,26 @@ def test_compose_wires_the_bff_as_the_design_says(compose: dict[str, Any]) -> No
     openwebui_env = dict(line.split("=", 1) for line in (ROOT / "webui-integration" / "openwebui.env").read_text().splitlines() if "=" in line and not line.startswith("#"))
     assert openwebui_env["OPENAI_API_BASE_URL"] == openwebui_env["IMAGES_OPENAI_API_BASE_URL"] == "http://bff:8080/v1"
     assert openwebui_env["ENABLE_FORWARD_USER_INFO_HEADERS"] == "true"
+
+
+def test_redis_is_pinned_private_and_shared_by_the_bff_and_litellm(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis = services["redis"]
+    assert re.fullmatch(r"redis:7\.4\.\d+-alpine", redis["image"]), redis["image"]  # an exact release
+    assert not redis.get("ports"), "Redis holds budgets and limits: never publish it"
+    assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
+    assert "/data" in [target for _, target in _volumes(redis)] and "--appendonly" in redis["command"]
+    bff, litellm = services["bff"], services["litellm"]
+    settings = Settings(**{k.lower(): v for k, v in bff["environment"].items() if k.lower() in Settings.model_fields})
+    assert settings.redis_url is not None and settings.redis_url.get_secret_value() == "redis://redis:6379/0"
+    assert (litellm["environment"]["REDIS_HOST"], str(litellm["environment"]["REDIS_PORT"])) == ("redis", "6379")
+    for name in ("bff", "litellm"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+    # LiteLLM reads them in its router_settings (shared cooldowns, rpm/tpm and budget spend)
+    router = yaml.safe_load((ROOT / "config" / "litellm.yaml").read_text())["router_settings"]
+    assert (router["redis_host"], router["redis_port"]) == ("os.environ/REDIS_HOST", "os.environ/REDIS_PORT")
+    # scripts/dev.sh exports every .env line, and an empty REDIS_HOST points LiteLLM at ":6379": never an empty one
+    assert not {"REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"} & set(_env_example())
 
 
 UVICORN_DEFAULT_KEEPALIVE_SECONDS = 5  # uvicorn's timeout_keep_alive, what LiteLLM uses without --keepalive_timeout
