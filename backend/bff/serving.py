@@ -62,8 +62,10 @@ if HttpToolsProtocol is not None:
             super().__init__(config, server_state, app_state, _loop)
             self.head_limit = config.h11_max_incomplete_event_size or _DEFAULT_HEAD_LIMIT
             self.head_pending = True  # between a message's end (or the connection's start) and its headers' end
-            self.head_bytes = 0  # raw bytes received while the head was pending: never more than the head's own
-            self.head_counted = 0  # request target and headers as parsed (a head complete within one read)
+            # Raw bytes read while the head is incomplete: at most the head itself, so a head still
+            # arriving is refused as soon as it passes the bound (llhttp would buffer any size).
+            self.head_bytes = 0
+            self.head_refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -88,19 +90,13 @@ if HttpToolsProtocol is not None:
             else:
                 self.timeout_keep_alive_task = idle
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self.head_counted = 0
-
-        def on_url(self, url: bytes) -> None:
-            self.count_head(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self.count_head(len(name) + len(value) + 4)  # ": " and CRLF
-            super().on_header(name, value)
-
         def on_headers_complete(self) -> None:
+            # Exact, for a head that arrived whole within one read (the raw count sees only reads
+            # that end with the head still incomplete): the target and each "name: value" line.
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > self.head_limit:
+                self.head_refused = True
+                raise _HeadTooLarge()
             self.head_pending = False
             self.head_bytes = 0
             super().on_headers_complete()
@@ -110,14 +106,9 @@ if HttpToolsProtocol is not None:
             self.head_bytes = 0
             super().on_message_complete()
 
-        def count_head(self, size: int) -> None:
-            self.head_counted += size
-            if self.head_counted > self.head_limit:
-                raise _HeadTooLarge()
-
         def send_400_response(self, msg: str) -> None:
             # uvicorn answers 400 to any parser error, ours (_HeadTooLarge from a callback) included.
-            if self.head_counted > self.head_limit:
+            if self.head_refused:
                 self.refuse_head()
             else:
                 super().send_400_response(msg)
