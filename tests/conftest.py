@@ -143,6 +143,7 @@ def bff_factory(
             "forward_user_info_header_jwt_secret": FORWARD_SECRET,
             "policy_file": _test_policy_file(),
             "routing_file": ROOT / "tests" / "fixtures" / "routing.test.yaml",
+            "experiments_file": ROOT / "config" / "experiments.yaml",
             "comfyui_workflows_dir": ROOT / "config" / "comfyui",
             "media_dir": OUTPUT / "media",
             "upstream_timeout_seconds": 20.0,

@@ -14,10 +14,11 @@ from bff import docs
 from bff.errors import ApiError, ErrorResponse, install_error_handlers, unavailable
 from bff.monitoring import pages as monitoring_pages
 from bff.pipeline.context import REQUEST_ID_HEADER, RequestContextMiddleware
-from bff.policy import downgrade
+from bff.policy import downgrade, experiments
 from bff.policy.budget_alerts import WARNING_HEADER
 from bff.policy.budgets import BUDGET_HEADERS
 from bff.policy.downgrade import DOWNGRADED_HEADER
+from bff.policy.experiments import EXPERIMENT_HEADER, VARIANT_HEADER, ExperimentsError
 from bff.policy.model import PolicyError
 from bff.policy.rate_limits import RATE_LIMIT_HEADERS
 from bff.routes import (
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog = await services.catalog.get()
             if found := downgrade.problems(services.access.policy, catalog):
                 raise PolicyError(f"invalid policy file {settings.policy_file}: " + "; ".join(found))
+            if found := experiments.problems(services.experiments, catalog, services.access):
+                raise ExperimentsError(f"invalid experiments file {settings.experiments_file}: " + "; ".join(found))
         yield
         await services.aclose()
 
@@ -90,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["authorization", "content-type", "x-request-id", "traceparent", "tracestate"],
-            expose_headers=[REQUEST_ID_HEADER, "retry-after", *BUDGET_HEADERS, WARNING_HEADER, *RATE_LIMIT_HEADERS, DOWNGRADED_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "retry-after", *BUDGET_HEADERS, WARNING_HEADER, *RATE_LIMIT_HEADERS, DOWNGRADED_HEADER, EXPERIMENT_HEADER, VARIANT_HEADER],
         )
     app.add_middleware(RequestContextMiddleware, budgets=services.budgets, limits=services.limits, alerts=services.budget_alerts)
     logging.getLogger("bff").setLevel(settings.log_level.upper())

@@ -13,6 +13,7 @@ from bff.media.service import ImageService
 from bff.policy.access import AccessPolicy
 from bff.policy.budget_alerts import BudgetAlerts
 from bff.policy.budgets import BudgetGuard
+from bff.policy.experiments import Experiments, load_experiments
 from bff.policy.fallbacks import FallbackPolicy
 from bff.policy.model import load_policy
 from bff.policy.rate_counters import MemoryCounters, RateCounters, RedisCounters
@@ -46,6 +47,7 @@ class Services:
     redis: Redis | None  # shared state of replicas (REDIS_URL), else None: in this process
     ollama: OllamaClient
     router: TaskRouter
+    experiments: Experiments
     images: ImageService
 
     @classmethod
@@ -85,6 +87,7 @@ class Services:
             redis=redis,
             ollama=OllamaClient(settings),
             router=load_router(settings.routing_file, settings.generator_mode),
+            experiments=load_experiments(settings.experiments_file),  # invalid file: refuse to start
             images=ImageService.build(settings, budgets, redis, alerts),  # invalid workflows: refuse to start
         )
 

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     # Policy, task routing and request limits
     policy_file: Path = Path("config/policy.yaml")
     routing_file: Path = Path("config/routing.yaml")
+    experiments_file: Path = Path("config/experiments.yaml")  # absent: no experiments
     generator_mode: Literal["live", "mock"] = "live"
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     # Multipart uploads (speech to text, image edits): OpenAI's limit for audio files.

@@ -52,6 +52,10 @@ class Call:
     provider: str | None = None
     deployment_id: str | None = None
     context: str | None = None
+    task: str | None = None  # /api/llm/generate's task, or the Open-WebUI task call (title, tags, ...)
+    message_id: str | None = None  # Open-WebUI's message id (X-OpenWebUI-Message-Id): joins its ratings
+    experiment: str | None = None  # the active experiment that picked the model, and its variant
+    variant: str | None = None
     stream: bool | None = None
     # Accounting
     prompt_tokens: int | None = None
@@ -111,6 +115,10 @@ class Call:
             attr.PROVIDER: self.provider,
             attr.DEPLOYMENT_ID: self.deployment_id,
             attr.CONTEXT: self.context,
+            attr.TASK: self.task,
+            attr.MESSAGE_ID: self.message_id,
+            attr.EXPERIMENT: self.experiment,
+            attr.VARIANT: self.variant,
             attr.STREAM: None if self.stream is None else str(self.stream).lower(),
             attr.INPUT_TOKENS: self.prompt_tokens,
             attr.OUTPUT_TOKENS: self.completion_tokens,

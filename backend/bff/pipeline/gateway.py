@@ -3,7 +3,7 @@
     1. admit      pipeline/admission.py  the route's Operation: span, authenticate, role,
                                          permission, budget (before the body is read)
     2. body       pipeline/bodies.py     bounded JSON, validated (chat: pipeline/llm_bodies.py)
-    3. authorize  policy/                the model (past the budget: its downgrade), every fallback
+    3. authorize  policy/                the model (an experiment's variant; past the budget: its downgrade), every fallback
                                          target it could reach, the prompt's tokens per minute
     4. upstream   pipeline/llm_bodies.py  exactly what was validated + user, usage, fallbacks
     5. forward    upstream/litellm.py    pure I/O; streams relayed by pipeline/stream_relay.py
@@ -37,7 +37,8 @@ from bff.pipeline.stream_relay import PassThroughStream, StreamRelay, stream_res
 from bff.pipeline.uploads import Upload
 from bff.policy.budgets import budget_refusal
 from bff.policy.downgrade import CHAT_MODES, DOWNGRADED_HEADER, serves_instead
-from bff.policy.models import authorize_model
+from bff.policy.experiments import EXPERIMENT_HEADER, VARIANT_HEADER
+from bff.policy.models import authorize_model, may_use
 from bff.services import Services
 from bff.telemetry import attributes as attr
 from bff.telemetry.tracing import Telemetry
@@ -106,6 +107,7 @@ async def forward(
     call.context = context_tag(request.headers) or default_context
     call.model, call.stream = body.model, body.streams
     catalog = await services.catalog.get()
+    body = _experiment_variant(services, catalog, call, body)
     entry = authorize_model(services.access, catalog, principal, body.model)
     if not operation.serves(entry.mode):
         route = MODE_ROUTES.get(entry.mode or "", "another route")
@@ -152,6 +154,22 @@ async def forward(
     call.extra_attributes.update(operation.figures(body, answer))
     await charge(call, services.budgets)  # before the answer goes out: the next request sees it
     return Answer(upstream, answer)
+
+
+def _experiment_variant(services: Services, catalog: Catalog, call: Call, body: LiteLLMBody) -> LiteLLMBody:
+    """While an experiment targets this request, the caller's variant (or the control) serves it."""
+    experiment = services.experiments.find(body.model, call.task, call.context)
+    if experiment is None:
+        return body
+    principal = call.caller
+    assert principal.user_id is not None
+    for variant in (experiment.variant_for(principal.user_id), experiment.control):
+        entry = catalog.get(variant.model)
+        if entry is not None and may_use(services.access, catalog, principal, entry):
+            call.experiment, call.variant = experiment.name, variant.name
+            call.response_headers.update({EXPERIMENT_HEADER: experiment.name, VARIANT_HEADER: variant.name})
+            return body.model_copy(update={"model": variant.model})
+    return body  # neither is allowed: judged as asked
 
 
 def _downgraded(

@@ -64,6 +64,7 @@ async def generate(
     body: Annotated[GenerateRequest, Depends(JsonBody(GenerateRequest))],
 ) -> GenerateResponse:
     chat_body = validate_body(ChatCompletionRequest, body.chat_payload(services.router.model_for(body.task)))
+    call.task = body.task
     answer = await gateway.chat(services, call, request, chat_body, default_context=body.task)
     assert isinstance(answer, gateway.Answer)  # chat_payload never streams
     product = product_response(answer, call)
