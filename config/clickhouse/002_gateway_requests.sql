@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS otel.gateway_requests (
     ErrorType LowCardinality(String),
     Outcome LowCardinality(String),
     CostEstimated Bool,
+    Task LowCardinality(String),
+    MessageId String CODEC(ZSTD(1)),
+    Experiment LowCardinality(String),
+    Variant LowCardinality(String),
     INDEX idx_session SessionId TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_user UserId TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_request RequestId TYPE bloom_filter(0.01) GRANULARITY 1
@@ -43,6 +47,10 @@ TTL toDateTime(Timestamp) + toIntervalDay(400);
 -- Columns added after the first release, for stores created before them.
 ALTER TABLE otel.gateway_requests ADD COLUMN IF NOT EXISTS Outcome LowCardinality(String) AFTER ErrorType;
 ALTER TABLE otel.gateway_requests ADD COLUMN IF NOT EXISTS CostEstimated Bool AFTER Outcome;
+ALTER TABLE otel.gateway_requests ADD COLUMN IF NOT EXISTS Task LowCardinality(String) AFTER CostEstimated;
+ALTER TABLE otel.gateway_requests ADD COLUMN IF NOT EXISTS MessageId String CODEC(ZSTD(1)) AFTER Task;
+ALTER TABLE otel.gateway_requests ADD COLUMN IF NOT EXISTS Experiment LowCardinality(String) AFTER MessageId;
+ALTER TABLE otel.gateway_requests ADD COLUMN IF NOT EXISTS Variant LowCardinality(String) AFTER Experiment;
 
 -- OR REPLACE: an upgraded BFF swaps in its own definition (atomically) at start-up.
 CREATE OR REPLACE MATERIALIZED VIEW otel.gateway_requests_mv
@@ -79,6 +87,10 @@ AS SELECT
     -- how the request ended (gateway.outcome); spans from before it: by status
     if(SpanAttributes['gateway.outcome'] != '', SpanAttributes['gateway.outcome'],
        multiIf(HttpStatus >= 500, 'upstream_failed', HttpStatus >= 400, 'refused', 'completed')) AS Outcome,
-    SpanAttributes['gateway.cost.estimated'] = 'true' AS CostEstimated
+    SpanAttributes['gateway.cost.estimated'] = 'true' AS CostEstimated,
+    SpanAttributes['gateway.task'] AS Task,
+    SpanAttributes['gateway.message_id'] AS MessageId,
+    SpanAttributes['gateway.experiment'] AS Experiment,
+    SpanAttributes['gateway.variant'] AS Variant
 FROM otel.otel_traces
 WHERE SpanAttributes['gateway.operation'] != '';

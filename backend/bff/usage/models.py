@@ -24,6 +24,7 @@ class Dimension(StrEnum):
     status = "status"
     session = "session"
     outcome = "outcome"
+    task = "task"  # /api/llm/generate's task or Open-WebUI's task call; '' for plain chat
 
 
 class Percentiles(BaseModel):

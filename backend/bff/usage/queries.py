@@ -81,6 +81,7 @@ DIMENSIONS = {
     Dimension.status: "toString(HttpStatus)",
     Dimension.session: "SessionId",
     Dimension.outcome: "Outcome",
+    Dimension.task: "Task",
 }
 _DIMENSION_COLUMNS = {
     Dimension.model: {"ModelGroup"},
@@ -92,6 +93,7 @@ _DIMENSION_COLUMNS = {
     Dimension.status: {"HttpStatus"},
     Dimension.session: {"SessionId"},
     Dimension.outcome: {"Outcome"},
+    Dimension.task: {"Task"},  # in no rollup: read from the typed table
 }
 _FILTER_COLUMNS = {
     "model": "ModelGroup",
