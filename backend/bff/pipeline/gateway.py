@@ -19,6 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.background import BackgroundTask
 from starlette.datastructures import Headers
@@ -39,6 +40,7 @@ from bff.policy.budgets import budget_refusal
 from bff.policy.downgrade import CHAT_MODES, DOWNGRADED_HEADER, serves_instead
 from bff.policy.experiments import EXPERIMENT_HEADER, VARIANT_HEADER
 from bff.policy.models import authorize_model, may_use
+from bff.policy.routing import TASK_NAME
 from bff.services import Services
 from bff.telemetry import attributes as attr
 from bff.telemetry.tracing import Telemetry
@@ -50,6 +52,10 @@ log = logging.getLogger("bff.gateway")
 
 CONTEXT_HEADER = "x-llm-context"
 _CONTEXT = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+# Open-WebUI connection headers (webui-integration/openwebui.env): {{TASK}} and {{MESSAGE_ID}}
+OPENWEBUI_TASK_HEADER = "x-openwebui-task"
+OPENWEBUI_MESSAGE_HEADER = "x-openwebui-message-id"
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Caller headers that travel to LiteLLM. Everything else is dropped, including
 # x-litellm-customer-id / x-litellm-end-user-id, so nobody spends as someone else.
 FORWARDED_REQUEST_HEADERS = ("traceparent", "tracestate")
@@ -105,8 +111,14 @@ async def forward(
     principal = call.caller
     assert principal.user_id is not None  # every LLM permission needs a user
     call.context = context_tag(request.headers) or default_context
+    webui_task = None
+    if principal.via_service_key:  # only Open-WebUI's backend holds a service key: its task and message ids
+        webui_task = _header_id(request.headers, OPENWEBUI_TASK_HEADER, TASK_NAME)
+        call.task = call.task or webui_task
+        call.message_id = _header_id(request.headers, OPENWEBUI_MESSAGE_HEADER, _MESSAGE_ID)
     call.model, call.stream = body.model, body.streams
     catalog = await services.catalog.get()
+    body = _openwebui_task_model(services, catalog, call, body, webui_task)
     body = _experiment_variant(services, catalog, call, body)
     entry = authorize_model(services.access, catalog, principal, body.model)
     if not operation.serves(entry.mode):
@@ -154,6 +166,31 @@ async def forward(
     call.extra_attributes.update(operation.figures(body, answer))
     await charge(call, services.budgets)  # before the answer goes out: the next request sees it
     return Answer(upstream, answer)
+
+
+def _header_id(headers: Headers, name: str, pattern: re.Pattern[str]) -> str | None:
+    """An id Open-WebUI sends in a connection header (URL-quoted, empty when it has none)."""
+    value = unquote(headers.get(name, "")).strip()
+    if not value:
+        return None
+    if not pattern.match(value):
+        raise bad_request(f"invalid header '{name}': expected {pattern.pattern}")
+    return value
+
+
+def _openwebui_task_model(
+    services: Services, catalog: Catalog, call: Call, body: LiteLLMBody, task: str | None
+) -> LiteLLMBody:
+    """Open-WebUI's title, tags and follow-up calls go to the model config/routing.yaml names
+    (when the caller may use it; otherwise as asked, and the policy judges that)."""
+    if task is None or call.operation != CHAT.name:
+        return body
+    model = services.router.model_for_openwebui_task(task)
+    entry = catalog.get(model) if model is not None else None
+    if model is None or model == body.model or entry is None or not may_use(services.access, catalog, call.caller, entry):
+        return body
+    call.extra_attributes[attr.TASK_ROUTED_FROM] = body.model
+    return body.model_copy(update={"model": model})
 
 
 def _experiment_variant(services: Services, catalog: Catalog, call: Call, body: LiteLLMBody) -> LiteLLMBody:

@@ -48,6 +48,17 @@ class ModeTables(BaseModel):
 
     chat: TaskTable
     images: TaskTable
+    # Open-WebUI's task calls (title_generation, tags_generation, follow_up_generation, ...):
+    # the model that serves them instead of the one Open-WebUI asked for; absent: as asked.
+    openwebui_tasks: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("openwebui_tasks")
+    @classmethod
+    def _openwebui_task_names(cls, tasks: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in tasks if not TASK_NAME.match(name)]
+        if bad:
+            raise ValueError(f"task names must match {TASK_NAME.pattern}: {bad}")
+        return tasks
 
 
 class RoutingConfig(BaseModel):
@@ -61,12 +72,16 @@ class TaskRouter:
         self.mode = mode
         self.chat = tables.chat.with_overrides(environ, "MODEL_")
         self.images = tables.images.with_overrides(environ, "IMAGE_WORKFLOW_")
+        self.openwebui_tasks = tables.openwebui_tasks
 
     def model_for(self, task: str) -> str:
         return self.chat.pick(task)
 
     def workflow_for(self, task: str) -> str:
         return self.images.pick(task)
+
+    def model_for_openwebui_task(self, task: str) -> str | None:
+        return self.openwebui_tasks.get(task)
 
 
 def load_router(path: Path, mode: GeneratorMode, environ: Mapping[str, str] | None = None) -> TaskRouter:
