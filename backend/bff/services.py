@@ -27,6 +27,7 @@ from bff.telemetry.tracing import Telemetry
 from bff.upstream.catalog import CatalogCache
 from bff.upstream.litellm import LiteLLMClient
 from bff.upstream.ollama import OllamaClient
+from bff.usage.users import UserDirectory
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Services:
     router: TaskRouter
     experiments: Experiments
     images: ImageService
+    users: UserDirectory  # people by name (otel.gateway_users), written off the request path
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -89,6 +91,7 @@ class Services:
             router=load_router(settings.routing_file, settings.generator_mode),
             experiments=load_experiments(settings.experiments_file),  # invalid file: refuse to start
             images=ImageService.build(settings, budgets, redis, alerts),  # invalid workflows: refuse to start
+            users=UserDirectory(store),
         )
 
     async def aclose(self) -> None:
@@ -97,6 +100,7 @@ class Services:
         await self.litellm.aclose()
         await self.ollama.aclose()
         await self.role_source.aclose()
+        await self.users.aclose()  # the last names seen, before the store closes
         self.telemetry.shutdown()  # flushes the last spans
         self.store.close()
         if self.redis is not None:

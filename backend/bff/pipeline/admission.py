@@ -56,6 +56,7 @@ async def admit(services: Services, request: Request, call: Call) -> Principal:
     call.session_id = identity.chat_id
     principal = identity.principal()  # refuses pending and unknown roles
     call.admit(principal)
+    services.users.seen(principal)  # name and email go to the users table, never on the span
     call.budget_periods = await services.budgets.periods(principal)
     call.budget = min(call.budget_periods, key=lambda status: status.remaining_usd, default=None)
     if call.budget is not None:
