@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from bff.clickhouse import StoreQueryError, StoreUnavailable
 from bff.errors import ApiError, forbidden, not_found, unavailable
+from bff.identity.principal import Principal
 from bff.pipeline.operations import CallerCall
 from bff.policy.budget_alerts import MAX_RECENT
 from bff.policy.budgets import plain_decimal
@@ -30,7 +31,10 @@ from bff.usage.models import (
     SummaryResponse,
     TimeseriesResponse,
     TraceSpan,
+    UserEntry,
+    UsersResponse,
 )
+from bff.usage.users import MAX_SEARCH, Named
 
 log = logging.getLogger("bff.usage")
 router = APIRouter(prefix="/api/usage", tags=["usage"])
@@ -82,6 +86,16 @@ def _fetch(services: Services, sql: str, params: dict[str, Any]) -> Callable[[],
     return lambda: services.store.query(sql, params)
 
 
+async def _names(services: Services, principal: Principal, user_ids: list[str]) -> dict[str, Named]:
+    """Who the user ids on a page are: for admins from otel.gateway_users (a second small query,
+    left out when it fails); a user sees only their own rows, named from their own identity."""
+    if services.access.has(principal, Permission.usage_all):
+        return await services.store.run(lambda: services.users.names_or_none(user_ids))
+    if principal.user_id is not None and principal.user_id in user_ids:
+        return {principal.user_id: Named(principal.name, principal.email)}
+    return {}
+
+
 @router.get("/summary", response_model=SummaryResponse, summary="Totals over a time range")
 async def summary(services: ServicesDep, query: QueryDep) -> SummaryResponse:
     sql, params, plan = queries.summary_sql(query)
@@ -107,15 +121,20 @@ async def timeseries(services: ServicesDep, query: QueryDep, bucket: Bucket = Bu
 @router.get("/breakdown", response_model=BreakdownResponse, summary="Totals grouped by one dimension")
 async def breakdown(
     services: ServicesDep,
+    call: CallerCall,
     query: QueryDep,
     by: Dimension,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_ROWS)] = 50,
 ) -> BreakdownResponse:
     sql, params, plan = queries.breakdown_sql(query, by, limit)
-    rows = await _run(services, _fetch(services, sql, params))
-    return BreakdownResponse(
-        range=query.range(), filters=query.applied(), source=plan.source, by=by, rows=queries.breakdown_result(rows)
-    )
+    rows = queries.breakdown_result(await _run(services, _fetch(services, sql, params)))
+    if by is Dimension.user:
+        names = await _names(services, call.caller, [row.key for row in rows])
+        for row in rows:
+            named = names.get(row.key)
+            if named is not None:
+                row.name, row.email = named.name, named.email
+    return BreakdownResponse(range=query.range(), filters=query.applied(), source=plan.source, by=by, rows=rows)
 
 
 @router.get("/sessions/{session_id}", response_model=SessionResponse, summary="One Open-WebUI chat: totals and requests")
@@ -142,7 +161,7 @@ async def session(
     response_model=RequestTrace,
     summary="One request by its x-request-id, with every stored span of its trace (Kong, BFF, LiteLLM)",
 )
-async def request_trace(services: ServicesDep, query: QueryDep, request_id: RequestId) -> RequestTrace:
+async def request_trace(services: ServicesDep, call: CallerCall, query: QueryDep, request_id: RequestId) -> RequestTrace:
     """404 until the request's span is in ClickHouse; users find only their own requests."""
     request_sql, params = queries.request_sql(query, request_id)
 
@@ -156,10 +175,12 @@ async def request_trace(services: ServicesDep, query: QueryDep, request_id: Requ
     row, spans = await _run(services, work)
     if row is None:
         raise not_found(f"no stored request '{request_id}' in this range (spans are stored within seconds)", "request_not_found")
+    named = (await _names(services, call.caller, [row["user_id"]])).get(row["user_id"])
+    who = {"user_name": named.name, "user_email": named.email} if named is not None else {}
     return RequestTrace(
         request_id=request_id,
         trace_id=row["trace_id"],
-        request=RequestDetail.model_validate({**row, "cost_usd": float(row["cost_usd"])}),
+        request=RequestDetail.model_validate({**row, "cost_usd": float(row["cost_usd"]), **who}),
         spans=[TraceSpan.model_validate(span) for span in spans],
     )
 
@@ -222,3 +243,22 @@ async def alerts(
             for row in rows
         ]
     )
+
+
+@router.get("/users", response_model=UsersResponse, summary="People by name: users by id, name or email (usage.all)")
+async def users(
+    services: ServicesDep,
+    call: CallerCall,
+    query: Annotated[str, Query(max_length=256, description="part of a user id, name or email (any case); empty: everyone")] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_SEARCH)] = 50,
+) -> UsersResponse:
+    """The users the gateway has seen, as it last saw them (otel.gateway_users), most recent first."""
+    services.access.require(call.caller, Permission.usage_all)
+    rows = await _run(services, lambda: services.users.search(query, limit))
+    return UsersResponse(
+        users=[
+            UserEntry(user_id=row["user_id"], name=row["name"] or None, email=row["email"] or None, role=row["role"],
+                      seen_at=_utc(row["seen_at"]))
+            for row in rows
+        ]
+    )  # fmt: skip

@@ -91,6 +91,8 @@ class TimeseriesResponse(BaseModel):
 
 class BreakdownRow(UsageTotals):
     key: str
+    name: str | None = Field(None, description="by=user: the user's name as last seen (otel.gateway_users)")
+    email: str | None = Field(None, description="by=user: the user's email as last seen")
 
 
 class BreakdownResponse(BaseModel):
@@ -139,6 +141,8 @@ class RequestDetail(SessionRequest):
     error_type: str
     outcome: str = Field(description="completed, refused, upstream_failed or client_disconnected")
     cost_estimated: bool = Field(description="true: a stream cut before LiteLLM's usage, charged an estimate")
+    user_name: str | None = Field(None, description="the user's name as last seen (otel.gateway_users)")
+    user_email: str | None = Field(None, description="the user's email as last seen")
 
 
 class TraceSpan(BaseModel):
@@ -198,3 +202,17 @@ class BudgetAlert(BaseModel):
 
 class BudgetAlertsResponse(BaseModel):
     alerts: list[BudgetAlert] = Field(description="newest first")
+
+
+class UserEntry(BaseModel):
+    """A user as the gateway last saw them (otel.gateway_users)."""
+
+    user_id: str
+    name: str | None = None
+    email: str | None = None
+    role: str
+    seen_at: datetime = Field(description="when this process first saw them so, or saw them change")
+
+
+class UsersResponse(BaseModel):
+    users: list[UserEntry] = Field(description="most recently seen first")
