@@ -6,7 +6,8 @@ go through Open-WebUI's own /api routes, which call the BFF as their OpenAI conn
 Files, knowledge, audio (routers/files.py, knowledge.py, audio/) and the Action route
 (main.py /api/chat/actions/{id}) call the BFF through the connections openwebui.env sets.
 Groups (routers/groups.py, users.py): an admin creates a group and adds or removes members;
-each user reads their own groups.
+each user reads their own groups. API keys (routers/auths.py): the admin switches them on in
+the admin settings (ENABLE_API_KEYS) and creates their own key.
 """
 
 from dataclasses import dataclass
@@ -75,6 +76,23 @@ class OpenWebUIApi:
         change = "add" if member else "remove"
         answer = self.call(admin, "POST", f"/api/v1/groups/id/{group_id}/users/{change}", json={"user_ids": [user.id]})
         assert answer.status_code == 200, answer.text
+
+    def enable_api_keys(self, admin: Account) -> None:
+        """Admin Settings > General > API Keys: GET then POST /api/v1/auths/admin/config with
+        ENABLE_API_KEYS on, as the admin panel saves it (the whole form, one field changed)."""
+        config = self.call(admin, "GET", "/api/v1/auths/admin/config")
+        assert config.status_code == 200, config.text
+        saved = self.call(admin, "POST", "/api/v1/auths/admin/config", json={**config.json(), "ENABLE_API_KEYS": True})
+        assert saved.status_code == 200, saved.text
+        assert saved.json()["ENABLE_API_KEYS"] is True
+
+    def create_api_key(self, account: Account) -> str:
+        """POST /api/v1/auths/api_key: a new sk-... key for the caller (replaces an earlier one)."""
+        answer = self.call(account, "POST", "/api/v1/auths/api_key")
+        assert answer.status_code == 200, answer.text
+        key = str(answer.json()["api_key"])
+        assert key.startswith("sk-")
+        return key
 
     def group_names(self, account: Account) -> set[str]:
         """GET /api/v1/users/groups: the caller's own groups (what the BFF asks with a session token)."""

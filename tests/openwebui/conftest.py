@@ -1,10 +1,14 @@
 """A real Open-WebUI in front of a real BFF, LiteLLM and the loopback fake provider.
 
 Open-WebUI needs the BFF's URL (its OpenAI connection) and the BFF needs Open-WebUI's
-(its role source, ROLE_SOURCE=api), so Open-WebUI's port is picked first. Both share the
-test secrets; Open-WebUI's other settings come from webui-integration/openwebui.env, with
-every BFF URL in it pointed at the test BFF, every matching key set to the service key,
-and the deployment's model names replaced by the test LiteLLM's fake deployments.
+(its role source, ROLE_SOURCE=api) and an Open-WebUI admin's API key (OPEN_WEBUI_ADMIN_TOKEN,
+for the groups of the users Open-WebUI's connection forwards), which exists only once
+Open-WebUI runs. So both ports are picked first, Open-WebUI starts with the BFF's URL, its
+first sign-up (the admin) switches API keys on and creates one, and only then does the
+shared BFF start on its port. Both share the test secrets; Open-WebUI's other settings come
+from webui-integration/openwebui.env, with every BFF URL in it pointed at the test BFF, every
+matching key set to the service key, and the deployment's model names replaced by the test
+LiteLLM's fake deployments.
 """
 
 import os
@@ -13,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from bff.app import create_app
 from bff.clickhouse import ClickHouseStore
+from bff.serving import uvicorn_options
 from conftest import (
     FORWARD_SECRET,
     OUTPUT,
@@ -26,7 +33,7 @@ from conftest import (
 )
 from openwebui.api import Account, OpenWebUIApi
 from openwebui.process import OFFLINE, OpenWebUIProcess, read_env_file
-from support.servers import free_port
+from support.servers import ThreadServer, free_port
 
 # Resolved: Open-WebUI runs in its data directory, so a relative OPENWEBUI_BIN would not be found there.
 OPENWEBUI_BIN = Path(os.environ.get("OPENWEBUI_BIN", ROOT / ".venv-openwebui" / "bin" / "open-webui")).absolute()
@@ -61,7 +68,9 @@ def openwebui_settings(env: dict[str, str], bff_url: str) -> dict[str, str]:
 @dataclass
 class Stack:
     openwebui: OpenWebUIApi
-    bff: Bff
+    bff: Bff  # Open-WebUI's connection; its OPEN_WEBUI_ADMIN_TOKEN is the admin's API key
+    tokenless_bff: Bff  # the same settings without OPEN_WEBUI_ADMIN_TOKEN (Open-WebUI does not call it)
+    admin: Account  # the first sign-up
     settings: dict[str, str]  # Open-WebUI's environment
 
 
@@ -70,7 +79,8 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
     if not OPENWEBUI_BIN.exists():
         pytest.fail(f"{OPENWEBUI_BIN} is missing: run scripts/test.sh --openwebui, which installs it")
     port = free_port()
-    bff = bff_factory(
+    bff_port = free_port()  # the shared BFF listens here once the admin's API key exists
+    tokenless = bff_factory(
         role_source="api",
         open_webui_url=f"http://127.0.0.1:{port}",
         role_cache_ttl_seconds=ROLE_CACHE_TTL_SECONDS,
@@ -80,7 +90,7 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
     )
     data_dir = tmp_path_factory.mktemp("openwebui-data")
     settings = {
-        **openwebui_settings(read_env_file(ENV_FILE), bff.url),
+        **openwebui_settings(read_env_file(ENV_FILE), f"http://127.0.0.1:{bff_port}"),
         **OFFLINE,
         # What differs from a deployment: this run's secrets and data directory, and image edits
         # switched on (openwebui.env leaves them off: they need a LiteLLM image_edit model).
@@ -94,11 +104,23 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
     process = OpenWebUIProcess(OPENWEBUI_BIN, port, settings, OUTPUT / "openwebui.log")
     try:
         seconds = process.wait_ready()
-    except RuntimeError:
+        openwebui = OpenWebUIApi(process.url)
+        admin = openwebui.sign_up("Admin", "admin@example.test")  # the first sign-up on an empty Open-WebUI
+        assert admin.role == "admin"
+        # An API key rather than the admin's session token: it does not expire with JWT_EXPIRES_IN
+        # nor end with a sign-out, and Open-WebUI 0.12.4 accepts it on the admin-only
+        # GET /api/v1/users/{id}/groups once ENABLE_API_KEYS is on (off by default).
+        openwebui.enable_api_keys(admin)
+        admin_key = SecretStr(openwebui.create_api_key(admin))
+        bff_settings = tokenless.settings.model_copy(update={"open_webui_admin_token": admin_key})
+        server = ThreadServer(create_app(bff_settings), port=bff_port, options=uvicorn_options(bff_settings)).start()
+    except BaseException:
         process.stop()
         raise
     _report(request.config, f"Open-WebUI ready in {seconds:.1f} s (log: {process.log_path})")
-    yield Stack(openwebui=OpenWebUIApi(process.url), bff=bff, settings=settings)
+    shared = Bff(url=server.url, settings=bff_settings)
+    yield Stack(openwebui=openwebui, bff=shared, tokenless_bff=tokenless, admin=admin, settings=settings)
+    server.stop()
     process.stop()
 
 
@@ -114,10 +136,8 @@ def _report(config: pytest.Config, line: str) -> None:
 
 @pytest.fixture(scope="session")
 def admin(stack: Stack) -> Account:
-    """The first sign-up on an empty Open-WebUI: its admin."""
-    account = stack.openwebui.sign_up("Admin", "admin@example.test")
-    assert account.role == "admin"
-    return account
+    """The first sign-up on an empty Open-WebUI: its admin (the shared BFF holds their API key)."""
+    return stack.admin
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ role TTL the BFF lets that user have the premium model, with Open-WebUI's sessio
 (the BFF asks GET /api/v1/users/groups with it) and as Open-WebUI's connection forwards
 them (service key + signed X-OpenWebUI-User-Jwt, which names no groups: the BFF asks
 GET /api/v1/users/{id}/groups with OPEN_WEBUI_ADMIN_TOKEN). Removed, they are refused again.
+The same through Open-WebUI's own chat route (the suite's shared BFF holds the admin's API
+key); a BFF without OPEN_WEBUI_ADMIN_TOKEN gives forwarded users no groups (fails closed).
 """
 
 import time
@@ -14,9 +16,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from bff.clickhouse import ClickHouseStore
+from bff.telemetry import attributes as attr
 from conftest import FORWARD_SECRET, SERVICE_KEY, Bff, BffFactory, chat_body
 from openwebui.api import Account
 from openwebui.conftest import ROLE_CACHE_TTL_SECONDS, Stack
+from openwebui.test_openwebui_e2e import span_of
+from support.fake_openai import REPLY, FakeProviderState
 from support.tokens import forwarded_user_jwt
 
 PREMIUM_MODEL = "fake-premium"  # tier premium (tests/fixtures/litellm.test.yaml)
@@ -31,7 +37,8 @@ def grouped(stack: Stack, admin: Account) -> Account:
 
 @pytest.fixture(scope="module")
 def group_bff(stack: Stack, admin: Account, bff_factory: BffFactory) -> Bff:
-    """A BFF on this Open-WebUI that may read other users' groups (the admin's session token)."""
+    """A BFF on this Open-WebUI that may read other users' groups with the admin's session token
+    (the suite's shared BFF holds the admin's API key: either is an admin credential)."""
     return bff_factory(
         role_source="api",
         open_webui_url=stack.openwebui.url,
@@ -108,15 +115,63 @@ def test_a_forged_groups_header_does_not_make_a_member(
         assert _premium_status(service) == 403
 
 
-def test_through_openwebui_a_member_gets_the_group_only_with_an_admin_token(
+def _chat_until(stack: Stack, user: Account, status: int, since: float) -> tuple[httpx.Response, float]:
+    """Open-WebUI's own chat for the premium model until it answers `status`: the answer and the seconds since `since`."""
+    while True:
+        answer = stack.openwebui.chat(user, PREMIUM_MODEL)
+        if answer.status_code == status:
+            return answer, time.monotonic() - since
+        assert answer.status_code in (200, 403), answer.text
+        assert time.monotonic() - since < ROLE_CACHE_TTL_SECONDS + SLACK_SECONDS + 2, f"still {answer.status_code} after the role TTL"
+        time.sleep(0.1)
+
+
+def test_through_openwebuis_chat_a_member_gets_the_premium_model_within_the_ttl_and_a_removed_one_is_refused(
+    stack: Stack, admin: Account, grouped: Account, premium_group: str, store: ClickHouseStore, provider_state: FakeProviderState
+) -> None:
+    """As a user chats in the UI: Open-WebUI's /api/chat/completions with their session, Open-WebUI
+    calling the shared BFF with the service key and X-OpenWebUI-User-Jwt; the BFF reads the
+    forwarded user's groups with the admin's API key (OPEN_WEBUI_ADMIN_TOKEN)."""
+    assert stack.bff.settings.open_webui_admin_token is not None
+    assert stack.bff.settings.role_cache_ttl_seconds == ROLE_CACHE_TTL_SECONDS
+    openwebui = stack.openwebui
+    assert PREMIUM_MODEL in openwebui.model_ids(grouped)  # the UI loads the model list first
+    refused = openwebui.chat(grouped, PREMIUM_MODEL)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed", refused.text
+
+    openwebui.set_group_member(admin, premium_group, grouped, member=True)
+    added_at = time.monotonic()
+    allowed, allowed_after = _chat_until(stack, grouped, 200, added_at)
+    assert allowed_after <= ROLE_CACHE_TTL_SECONDS + SLACK_SECONDS
+    assert allowed.json()["choices"][0]["message"]["content"] == REPLY
+    assert provider_state.requests[-1]["user"] == grouped.id  # served by the provider, for this user
+    wanted = {attr.AUTH_METHOD: "forwarded_jwt", attr.ROLE: "user", attr.REQUEST_MODEL: PREMIUM_MODEL}
+    span_of(store, grouped.id, {**wanted, attr.HTTP_STATUS: "200", attr.OUTCOME: "completed"})
+
+    openwebui.set_group_member(admin, premium_group, grouped, member=False)
+    removed_at = time.monotonic()
+    refused, refused_after = _chat_until(stack, grouped, 403, removed_at)
+    assert refused_after <= ROLE_CACHE_TTL_SECONDS + SLACK_SECONDS
+    assert refused.json()["error"]["code"] == "model_not_allowed", refused.text
+    span_of(store, grouped.id, {**wanted, attr.HTTP_STATUS: "403", attr.ERROR_TYPE: "model_not_allowed"})
+
+
+def test_without_an_admin_token_a_forwarded_member_fails_closed_to_no_groups(
     stack: Stack, admin: Account, grouped: Account, premium_group: str
 ) -> None:
-    """Open-WebUI's own chat calls the suite's BFF with the service key; without
-    OPEN_WEBUI_ADMIN_TOKEN it cannot read the forwarded user's groups and fails closed."""
+    """The shared BFF's twin without OPEN_WEBUI_ADMIN_TOKEN: the forwarded identity Open-WebUI's
+    connection sends gets no groups, while the member's own session token still gets theirs."""
+    tokenless = stack.tokenless_bff
+    assert tokenless.settings.open_webui_admin_token is None
     stack.openwebui.set_group_member(admin, premium_group, grouped, member=True)
     try:
-        answer = stack.openwebui.chat(grouped, PREMIUM_MODEL)
-        expected = 403 if stack.bff.settings.open_webui_admin_token is None else 200
-        assert answer.status_code == expected, answer.text
+        assert stack.openwebui.group_names(grouped) == {"premium"}
+        assert _chat_until(stack, grouped, 200, time.monotonic())[0].status_code == 200  # the shared BFF: a member
+        with tokenless.client(SERVICE_KEY, headers=_forwarded(grouped)) as service:
+            refused = service.post("/v1/chat/completions", json=chat_body(PREMIUM_MODEL))
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed", refused.text
+            assert service.post("/v1/chat/completions", json=chat_body("fake-mini")).status_code == 200  # the role still applies
+        with tokenless.client(grouped.token) as session:
+            assert _premium_status(session) == 200
     finally:
         stack.openwebui.set_group_member(admin, premium_group, grouped, member=False)
