@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from bff.clickhouse import ClickHouseStore
 from bff.policy import spend_ledger
 from bff.policy.access import AccessPolicy

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from bff.identity.principal import AuthMethod, Principal, Role
 from bff.policy.model import PolicyError, load_policy
 from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, Bff, chat_body
