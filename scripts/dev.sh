@@ -115,7 +115,8 @@ cat <<INFO
   BFF        http://127.0.0.1:$BFF_PORT   (OpenAPI docs: /docs, readiness: /health/ready)
   LiteLLM    http://127.0.0.1:$LITELLM_PORT   (master key: LITELLM_MASTER_KEY in $DEV_ENV)
   Mocks      http://127.0.0.1:$mock_port/v1   (scripts/mock_provider.py, no key needed)
-  Models     chat: mock-mini, mock-standard (users and admins), mock-premium (admins only),
+  Models     chat: mock-mini, mock-standard (users and admins), mock-premium (admins and the
+             Open-WebUI group premium: dev-premium),
              mock-tools (calls the generate_image tool); mock-completion (legacy completions),
              mock-responses, mock-embed, mock-rerank, mock-stt, mock-tts, mock-moderation,
              mock-image-gen, mock-image-edit
@@ -123,6 +124,7 @@ cat <<INFO
   Admin token (12 h):  $admin_token
   User token  (12 h):  $user_token
   More tokens:         .venv/bin/python scripts/dev_token.py --role admin|user|pending
+                       .venv/bin/python scripts/dev_token.py --user dev-premium  (group premium)
 
   Try it:
     curl -s http://127.0.0.1:$BFF_PORT/v1/chat/completions \\
