@@ -194,11 +194,14 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(work_dir: Path, store: str = "chdb", litellm_workers: int = 1) -> Iterator[Stack]:
+def running_stack(
+    work_dir: Path, store: str = "chdb", litellm_workers: int = 1, bff_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """Starts provider, LiteLLM and BFF; stops every one of them on the way out, whatever happens.
 
     store "chdb": the embedded engine in a fresh directory. store "http": a ClickHouse-server
     URL with nothing listening behind it (the BFF must still serve; spans wait for retry).
+    bff_env: settings that replace or add to the BFF's (scripts/bench_flood.py: its policy, users, REDIS_URL).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     started: list[Child] = []
@@ -248,6 +251,7 @@ def running_stack(work_dir: Path, store: str = "chdb", litellm_workers: int = 1)
                 "CLICKHOUSE_URL": clickhouse_url,
                 "CLICKHOUSE_SCHEMA_DIR": str(ROOT / "config" / "clickhouse"),
                 "LOG_LEVEL": "WARNING",
+                **(bff_env or {}),
             },
             work_dir,
         )
