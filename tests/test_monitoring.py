@@ -18,11 +18,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from bff.app import create_app
 from bff.monitoring import assets
-from conftest import OUTPUT, ROOT, WEBUI_SECRET, Bff, BffFactory, chat_body
+from conftest import FORWARD_SECRET, OUTPUT, ROOT, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory, chat_body
 from support.browser import chromium
 from support.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS
 from support.servers import ThreadServer, strip_prefix
-from support.tokens import session_token
+from support.tokens import forwarded_user_jwt, session_token
 from test_usage import _as_user, _wait_for
 
 SIGN_IN = "Sign in to Open-WebUI first, then reload"
@@ -519,4 +519,28 @@ def test_admin_sees_budget_alerts(browser: webdriver.Chrome, bff_factory: BffFac
         }
     ]
     assert float(alert["spent_usd"]) == pytest.approx(0.000025)
+    assert _problems(browser) == []
+
+
+def test_admin_sees_users_by_name(browser: webdriver.Chrome, bff: Bff, admin_token: str) -> None:
+    """People by name: the top-users table and the user filter's suggestions name the user."""
+    tag = uuid.uuid4().hex[:8]
+    person = {"id": f"named-{tag}", "name": f"Katherine Johnson {tag}", "email": f"kj.{tag}@example.test", "role": "user"}
+    jwt_header = {"X-OpenWebUI-User-Jwt": forwarded_user_jwt(person, FORWARD_SECRET)}
+    with bff.client(SERVICE_KEY, headers=jwt_header) as client:
+        assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200
+    with bff.client(admin_token) as admin:
+        _wait_for(admin, {"user": person["id"]}, 1)
+        deadline = time.monotonic() + 15
+        while admin.get("/api/usage/breakdown", params={"by": "user", "user": person["id"]}).json()["rows"][0]["name"] != person["name"]:
+            assert time.monotonic() < deadline, "the name was not recorded"
+            time.sleep(0.2)
+    _open(browser, bff.url, f"/monitoring/?range=24h&user={person['id']}", admin_token)
+    page = _ready(browser, f"user={person['id']}")
+    browser.save_screenshot(str(OUTPUT / "monitoring-admin-people.png"))
+    assert [row[:3] for row in page["users"]] == [[person["id"], f"{person['name']} <{person['email']}>", "1"]]
+    labels = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#user-options option')).map((o) => [o.value, o.label]);"
+    )
+    assert [person["id"], f"{person['name']} <{person['email']}>"] in labels
     assert _problems(browser) == []

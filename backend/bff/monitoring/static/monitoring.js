@@ -30,6 +30,7 @@
   const integer = new Intl.NumberFormat("en-US");
   const tick = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 3 });
   const known = { model: new Set(), user: new Set(), context: new Set(), operation: new Set() };
+  const people = new Map(); // admins: user id -> "name <email>" (the usage API's breakdown by user)
   let viewer = null;
   let loadCount = 0;
 
@@ -417,7 +418,14 @@
       },
       rows.length === 0,
     );
-    fillTable("user-table", rows, (row) => [row.key || "(no user)", formatInt(row.requests), formatInt(row.total_tokens), formatUsd(row.cost_usd)]);
+    fillTable("user-table", rows, (row) => [row.key || "(no user)", person(row), formatInt(row.requests), formatInt(row.total_tokens), formatUsd(row.cost_usd)]);
+  }
+
+  function person(row) {
+    if (row.name && row.email) {
+      return row.name + " <" + row.email + ">";
+    }
+    return row.name || row.email || "";
   }
 
   const percent = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
@@ -493,6 +501,9 @@
     for (const row of rows) {
       if (row.key) {
         known[name].add(row.key);
+        if (name === "user" && person(row)) {
+          people.set(row.key, person(row));
+        }
       }
     }
     const list = byId(name + "-options");
@@ -503,6 +514,9 @@
     for (const value of Array.from(known[name]).sort()) {
       const option = document.createElement("option");
       option.value = value;
+      if (name === "user" && people.has(value)) {
+        option.label = people.get(value); // the filter suggests users by name and email too
+      }
       list.append(option);
     }
   }
