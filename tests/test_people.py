@@ -1,6 +1,7 @@
 """People by name: admins see users by name and email (otel.gateway_users), users see only
 themselves, the spans carry neither, and ClickHouse being down fails no request."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,8 @@ import httpx
 import pytest
 
 from bff.clickhouse import ClickHouseStore
+from bff.identity.principal import AuthMethod, Principal, Role
+from bff.usage.users import UserDirectory
 from conftest import FORWARD_SECRET, ROOT, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory, chat_body
 from support.fake_openwebui import FakeOpenWebUIState
 from support.servers import free_port
@@ -162,3 +165,44 @@ def test_the_users_list_needs_a_user(bff: Bff, path: str) -> None:
         assert service.get(path).status_code == 403
     with bff.client() as anonymous:
         assert anonymous.get(path).status_code == 401
+
+
+def _principal(person: dict[str, str]) -> Principal:
+    return Principal(user_id=person["id"], name=person["name"], email=person["email"], role=Role.user, auth=AuthMethod.forwarded_jwt)
+
+
+def test_the_directory_writes_once_per_change_and_flushes_at_shutdown(clickhouse_url: str) -> None:
+    store = ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse")
+    person = _person("shutdown")
+
+    async def scenario() -> tuple[int, int, int]:
+        directory = UserDirectory(store, batch_delay_seconds=60)  # only the shutdown writes
+        directory.seen(_principal(person))
+        directory.seen(_principal(person))
+        once = directory.queued
+        directory.seen(Principal(user_id=person["id"], role=Role.user, auth=AuthMethod.forwarded_headers))  # nameless: ignored
+        directory.seen(_principal({**person, "email": "changed." + person["email"]}))
+        changed = directory.queued
+        await directory.aclose()
+        return once, changed, directory.queued
+
+    once, changed, left = asyncio.run(scenario())
+    assert (once, changed, left) == (1, 1, 0)
+    rows = store.query("SELECT Name, Email, Role FROM otel.gateway_users FINAL WHERE UserId = {id:String}", {"id": person["id"]})
+    assert rows == [{"Name": person["name"], "Email": "changed." + person["email"], "Role": "user"}]
+
+
+def test_the_directory_keeps_rows_while_clickhouse_is_down() -> None:
+    store = ClickHouseStore(f"http://127.0.0.1:{free_port()}", ROOT / "config" / "clickhouse")
+
+    async def scenario() -> tuple[int, float]:
+        directory = UserDirectory(store, batch_delay_seconds=0.01)
+        for n in range(5):
+            directory.seen(_principal(_person(f"queued{n}")))
+        await asyncio.sleep(0.5)  # the writer tried and failed: the rows stay queued
+        started = time.monotonic()
+        await directory.aclose()
+        return directory.queued, time.monotonic() - started
+
+    queued, shutdown = asyncio.run(scenario())
+    assert queued == 5 and shutdown < 5

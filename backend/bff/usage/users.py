@@ -74,6 +74,7 @@ class UserDirectory:
         self._pending: OrderedDict[str, tuple[Person, datetime]] = OrderedDict()  # not yet written
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._closing: asyncio.Event | None = None  # set at shutdown: the writer stops waiting
 
     # --- recording (request path: sync, no I/O) ---------------------------------------------
 
@@ -112,13 +113,25 @@ class UserDirectory:
             return  # no loop (a blocking caller): the next sighting on the loop starts the writer
         self._task = loop.create_task(self._writer())
 
+    def _wait_seconds(self) -> float:
+        if self._failures == 0:
+            return self._delay
+        return RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS)) - 1]
+
     async def _writer(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.Event()
         while self._pending:
-            await asyncio.sleep(self._delay if self._failures == 0 else RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS)) - 1])
-            if not await self._flush():
-                self._failures += 1
-            else:
+            closing = self._closing.is_set()
+            if not closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self._wait_seconds())
+            if await self._flush():
                 self._failures = 0
+            else:
+                self._failures += 1
+                if closing:
+                    return  # at shutdown, one last try only
 
     async def _flush(self) -> bool:
         """Writes what is queued; False when ClickHouse refused or was unreachable (kept queued)."""
@@ -149,16 +162,22 @@ class UserDirectory:
         return len(self._pending)
 
     async def aclose(self) -> None:
-        """At shutdown: one last write of what is queued, for a few seconds at most."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        """At shutdown: the writer writes what is queued now, for a few seconds at most."""
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        self._closing.set()
+        if self._pending and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._writer())
+        task = self._task
+        if task is None:
+            return
+        await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_SECONDS)
+        if not task.done():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         if self._pending:
-            try:
-                await asyncio.wait_for(self._flush(), SHUTDOWN_GRACE_SECONDS)
-            except TimeoutError:
-                log.warning("users: %d row(s) not written at shutdown", len(self._pending))
+            log.warning("users: %d row(s) not written at shutdown", len(self._pending))
 
     # --- reading (blocking: run through the store) ------------------------------------------
 
