@@ -64,7 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise PolicyError(f"invalid policy file {settings.policy_file}: " + "; ".join(found))
             if found := experiments.problems(services.experiments, catalog, services.access):
                 raise ExperimentsError(f"invalid experiments file {settings.experiments_file}: " + "; ".join(found))
+        services.feedback.start()  # Open-WebUI ratings, polled in the background
         yield
+        await services.feedback.aclose()
         await services.aclose()
 
     app = FastAPI(

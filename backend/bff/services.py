@@ -27,6 +27,7 @@ from bff.telemetry.tracing import Telemetry
 from bff.upstream.catalog import CatalogCache
 from bff.upstream.litellm import LiteLLMClient
 from bff.upstream.ollama import OllamaClient
+from bff.usage.feedback_sync import FeedbackSync
 from bff.usage.users import UserDirectory
 
 
@@ -51,6 +52,7 @@ class Services:
     experiments: Experiments
     images: ImageService
     users: UserDirectory  # people by name (otel.gateway_users), written off the request path
+    feedback: FeedbackSync  # Open-WebUI ratings pulled into otel.gateway_feedback (started by the app)
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -92,6 +94,7 @@ class Services:
             experiments=load_experiments(settings.experiments_file),  # invalid file: refuse to start
             images=ImageService.build(settings, budgets, redis, alerts),  # invalid workflows: refuse to start
             users=UserDirectory(store),
+            feedback=FeedbackSync(settings, store),
         )
 
     async def aclose(self) -> None:

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     policy_file: Path = Path("config/policy.yaml")
     routing_file: Path = Path("config/routing.yaml")
     experiments_file: Path = Path("config/experiments.yaml")  # absent: no experiments
+    # Open-WebUI ratings pulled with OPEN_WEBUI_ADMIN_TOKEN into otel.gateway_feedback
+    # (backend/bff/usage/feedback_sync.py); no token: off, with a warning at start-up.
+    feedback_sync_interval_seconds: float = Field(default=60.0, ge=0, description="between polls; 0: off")
+    feedback_sync_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="per call to Open-WebUI")
+    feedback_sync_max_pages: int = Field(default=1000, ge=1, description="pages of 30 ratings per poll")
+    feedback_sync_deletions_every: int = Field(default=10, ge=1, description="polls between deletion checks")
     generator_mode: Literal["live", "mock"] = "live"
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     # Multipart uploads (speech to text, image edits): OpenAI's limit for audio files.

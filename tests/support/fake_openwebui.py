@@ -14,8 +14,22 @@ Groups as open-webui 0.12.4 serves them (routers/users.py, routers/groups.py, mo
 - `GET /api/v1/groups/`: admins every group, others the groups they are (effective) members of;
 - `POST /api/v1/groups/create`, `/api/v1/groups/id/{id}/users/add`, `.../users/remove`: admins only.
 Entries are GroupModel dumps (+ member_count on /groups), newest `updated_at` first.
+
+Feedback (ratings) as open-webui 0.12.4 serves them (routers/evaluations.py, models/feedbacks.py):
+- `POST /api/v1/evaluations/feedback` (verified user; FeedbackForm, extra fields dropped: the user,
+  id and times are the server's), `GET|POST|DELETE /api/v1/evaluations/feedback/{id}` (admins any,
+  users their own; 404 otherwise);
+- `GET /api/v1/evaluations/feedbacks/list?order_by=&direction=&page=` (admins): 30 per page, page
+  from 1, `{items: [FeedbackUserResponse (no snapshot, with user)], total}`, only rows whose user
+  exists (an inner join); without order_by newest `created_at` first;
+- `GET /api/v1/evaluations/feedbacks/all/ids` (admins): `[{id, user_id, created_at, updated_at}]`;
+- any other GET under /api/v1/evaluations/ falls through to the SPA: 200 text/html (as 0.12.4
+  answers e.g. `/feedbacks/all`, which does not exist).
+Times are epoch seconds; an edit replaces data, meta and snapshot and sets updated_at to now.
+`evaluations_fault` makes the evaluation routes fail ("503", "hang", "html") for outage tests.
 """
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,12 +38,13 @@ from typing import Any
 from jose import JWTError, jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 ACCESS_PROHIBITED = "You do not have permission to access this resource. Please contact your administrator for assistance."
 INVALID_TOKEN = "Your session has expired or the token is invalid. Please sign in again."
 VERIFIED_ROLES = ("user", "admin")
+PAGE_ITEM_COUNT = 30  # routers/evaluations.py
 
 
 @dataclass
@@ -69,6 +84,28 @@ class FakeOpenWebUIState:
     lookups: int = 0  # calls of /api/v1/auths/
     group_lookups: int = 0  # calls of the /api/v1/users/.../groups routes
     healthy: bool = True
+    feedbacks: dict[str, "FakeFeedback"] = field(default_factory=dict)
+    evaluation_calls: list[str] = field(default_factory=list)  # paths (with query) of evaluation GETs
+    evaluations_fault: str | None = None  # "503", "hang" (never answers in time) or "html"
+
+    def add_feedback(
+        self, user_id: str, rating: int | str, chat_id: str, message_id: str, model_id: str = "",
+        reason: str | None = None, detail: int | None = None, comment: str = "", tags: list[str] | None = None,
+    ) -> "FakeFeedback":
+        """What the UI's feedbackHandler posts (ResponseMessage.svelte), stored as POST /feedback does."""
+        feedback = FakeFeedback(
+            id=str(uuid.uuid4()), user_id=user_id, data=ui_rating(rating, model_id, reason, detail, comment, tags),
+            meta=ui_meta(chat_id, message_id, model_id), sequence=len(self.feedbacks),
+        )
+        self.feedbacks[feedback.id] = feedback
+        return feedback
+
+    def update_feedback(self, feedback_id: str, **changes: Any) -> "FakeFeedback":
+        """POST /feedback/{id}: `data` is replaced as a whole (changes are keys of data), updated_at = now."""
+        feedback = self.feedbacks[feedback_id]
+        feedback.data = {**feedback.data, **changes}
+        feedback.updated_at = int(time.time())
+        return feedback
 
     def add_user(self, user_id: str, role: str) -> dict[str, str]:
         user = {"id": user_id, "email": f"{user_id}@example.test", "name": f"User {user_id}", "role": role}
@@ -104,6 +141,38 @@ class FakeOpenWebUIState:
         chosen = [self.groups[group_id] for group_id in found]
         chosen.sort(key=lambda group: (-group.updated_at, -group.sequence))
         return [(group, found[group.id]) for group in chosen]
+
+
+def ui_rating(
+    rating: int | str, model_id: str = "", reason: str | None = None, detail: int | None = None,
+    comment: str = "", tags: list[str] | None = None,
+) -> dict[str, Any]:
+    """`data` as the 0.12.4 UI builds it (RatingData, extra allowed: tags, details)."""
+    return {"rating": rating, "model_id": model_id, "sibling_model_ids": None, "reason": reason, "comment": comment,
+            "tags": tags or [], "details": {"rating": detail}}  # fmt: skip
+
+
+def ui_meta(chat_id: str, message_id: str, model_id: str = "") -> dict[str, Any]:
+    return {"arena": False, "model_id": model_id, "message_id": message_id, "message_index": 1, "chat_id": chat_id,
+            "base_models": {model_id: None}}  # fmt: skip
+
+
+@dataclass
+class FakeFeedback:
+    id: str
+    user_id: str
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    type: str = "rating"
+    snapshot: dict[str, Any] = field(default_factory=lambda: {"chat": {"id": "", "chat": {"history": {"messages": {}}}}})
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    updated_at: int = field(default_factory=lambda: int(time.time()))
+    sequence: int = 0  # ties of the one-second times resolved by creation order
+
+    def model(self) -> dict[str, Any]:
+        """FeedbackModel.model_dump() (with snapshot)."""
+        return {"id": self.id, "user_id": self.user_id, "version": 0, "type": self.type, "data": self.data,
+                "meta": self.meta, "snapshot": self.snapshot, "created_at": self.created_at, "updated_at": self.updated_at}  # fmt: skip
 
 
 def create_fake_openwebui(state: FakeOpenWebUIState) -> Starlette:
@@ -211,6 +280,97 @@ def create_fake_openwebui(state: FakeOpenWebUIState) -> Starlette:
             state.set_members(group.id, group.members - user_ids)
         return JSONResponse({**group.model(), "member_count": len(group.members)})
 
+    async def evaluation_fault(request: Request) -> Response | None:
+        if request.method == "GET":
+            state.evaluation_calls.append(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        if state.evaluations_fault == "503":
+            return JSONResponse({"detail": "Service Unavailable"}, status_code=503)
+        if state.evaluations_fault == "hang":
+            await asyncio.sleep(10)
+        if state.evaluations_fault == "html":
+            return spa(request)
+        return None
+
+    def spa(_: Request) -> Response:
+        """Open-WebUI's SPA fallback: any unknown path answers 200 text/html."""
+        return HTMLResponse("<!doctype html><html><head><title>Open WebUI</title></head><body></body></html>")
+
+    async def unknown_evaluation(request: Request) -> Response:
+        return await evaluation_fault(request) or spa(request)
+
+    def user_response(user_id: str) -> dict[str, Any]:
+        user = state.users[user_id]
+        now = int(time.time())
+        return {"id": user["id"], "name": user["name"], "email": user["email"], "role": user["role"],
+                "last_active_at": now, "updated_at": now, "created_at": now}  # fmt: skip
+
+    async def feedback_list(request: Request) -> Response:
+        if (fault := await evaluation_fault(request)) is not None:
+            return fault
+        admin = verified(request, admin=True)
+        if isinstance(admin, Response):
+            return admin
+        try:
+            page = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            return JSONResponse({"detail": [{"type": "int_parsing", "loc": ["query", "page"]}]}, status_code=422)
+        rows = [feedback for feedback in state.feedbacks.values() if feedback.user_id in state.users]  # join user
+        order_by, direction = request.query_params.get("order_by"), request.query_params.get("direction")
+        if order_by == "updated_at":
+            rows.sort(key=lambda f: (f.updated_at, f.sequence), reverse=direction != "asc")
+        elif order_by is None and direction is None:
+            rows.sort(key=lambda f: (f.created_at, f.sequence), reverse=True)
+        chosen = rows[(page - 1) * PAGE_ITEM_COUNT : page * PAGE_ITEM_COUNT]
+        items = []
+        for feedback in chosen:
+            item = feedback.model()
+            item.pop("snapshot")
+            items.append({**item, "user": user_response(feedback.user_id)})
+        return JSONResponse({"items": items, "total": len(rows)})
+
+    async def feedback_ids(request: Request) -> Response:
+        if (fault := await evaluation_fault(request)) is not None:
+            return fault
+        admin = verified(request, admin=True)
+        if isinstance(admin, Response):
+            return admin
+        rows = sorted(state.feedbacks.values(), key=lambda f: (f.updated_at, f.sequence), reverse=True)
+        return JSONResponse([{"id": f.id, "user_id": f.user_id, "created_at": f.created_at, "updated_at": f.updated_at} for f in rows])
+
+    async def create_feedback(request: Request) -> Response:
+        user = verified(request)
+        if isinstance(user, Response):
+            return user
+        form = await request.json()
+        if not isinstance(form, dict) or not isinstance(form.get("type"), str):
+            return JSONResponse({"detail": [{"type": "missing", "loc": ["body", "type"]}]}, status_code=422)
+        feedback = FakeFeedback(
+            id=str(uuid.uuid4()), user_id=user["id"], type=form["type"], data=form.get("data") or {},
+            meta=form.get("meta") or {}, snapshot=form.get("snapshot") or {}, sequence=len(state.feedbacks),
+        )  # id, user_id, version and times from the client are ignored (extra='ignore')
+        state.feedbacks[feedback.id] = feedback
+        return JSONResponse(feedback.model())
+
+    async def one_feedback(request: Request) -> Response:
+        if request.method == "GET" and (fault := await evaluation_fault(request)) is not None:
+            return fault
+        user = verified(request)
+        if isinstance(user, Response):
+            return user
+        feedback = state.feedbacks.get(request.path_params["feedback_id"])
+        if feedback is None or (user["role"] != "admin" and feedback.user_id != user["id"]):
+            return JSONResponse({"detail": "We could not find what you're looking for :/"}, status_code=404)
+        if request.method == "DELETE":
+            del state.feedbacks[feedback.id]
+            return JSONResponse(True)
+        if request.method == "POST":
+            form = await request.json()
+            for key in ("data", "meta", "snapshot"):
+                if form.get(key) is not None:
+                    setattr(feedback, key, form[key])
+            feedback.updated_at = int(time.time())
+        return JSONResponse(feedback.model())
+
     async def health(_: Request) -> Response:
         return JSONResponse({"status": state.healthy}, status_code=200 if state.healthy else 503)
 
@@ -222,6 +382,11 @@ def create_fake_openwebui(state: FakeOpenWebUIState) -> Starlette:
             Route("/api/v1/groups/", list_groups),
             Route("/api/v1/groups/create", create_group, methods=["POST"]),
             Route("/api/v1/groups/id/{group_id}/users/{change}", change_members, methods=["POST"]),
+            Route("/api/v1/evaluations/feedbacks/list", feedback_list),
+            Route("/api/v1/evaluations/feedbacks/all/ids", feedback_ids),
+            Route("/api/v1/evaluations/feedback", create_feedback, methods=["POST"]),
+            Route("/api/v1/evaluations/feedback/{feedback_id}", one_feedback, methods=["GET", "POST", "DELETE"]),
+            Route("/api/v1/evaluations/{rest:path}", unknown_evaluation),
             Route("/health", health),
         ]
     )

@@ -15,7 +15,7 @@ from bff.policy.budget_alerts import MAX_RECENT
 from bff.policy.budgets import plain_decimal
 from bff.policy.model import Permission
 from bff.services import Services, ServicesDep
-from bff.usage import queries
+from bff.usage import feedback_queries, queries
 from bff.usage.models import (
     BreakdownResponse,
     Bucket,
@@ -24,6 +24,9 @@ from bff.usage.models import (
     BudgetPeriod,
     BudgetResponse,
     Dimension,
+    FeedbackDimension,
+    FeedbackResponse,
+    FeedbackSyncState,
     RequestDetail,
     RequestTrace,
     SessionRequest,
@@ -262,3 +265,41 @@ async def users(
             for row in rows
         ]
     )  # fmt: skip
+
+
+# --- Open-WebUI feedback ---------------------------------------------------------------------
+
+
+@router.get(
+    "/feedback",
+    response_model=FeedbackResponse,
+    summary="Open-WebUI ratings of the answers the gateway served: up-share by model, variant or task (usage.all)",
+)
+async def feedback(
+    services: ServicesDep,
+    call: CallerCall,
+    by: FeedbackDimension = FeedbackDimension.model,
+    from_: Annotated[datetime | None, Query(alias="from", description="served from (ISO 8601); default: 7 days before 'to'")] = None,
+    to: Annotated[datetime | None, Query(description="served before (ISO 8601); default: now")] = None,
+    experiment: Text = None,
+    model: Text = None,
+    user: Text = None,
+) -> FeedbackResponse:
+    """Ratings pulled from Open-WebUI (otel.gateway_feedback), joined to the gateway's own requests on
+    (user, chat, message): the model, variant and task are what the gateway served, never what the
+    browser said. One rating per message (the latest); the up-share has a Wilson 95 % interval."""
+    services.access.require(call.caller, Permission.usage_all)
+    span = queries.UsageQuery.build(from_, to)  # the range checks of the usage API
+    query = feedback_queries.FeedbackQuery(span.start, span.end, by, experiment=experiment, model=model, user=user)
+    sql, params = feedback_queries.feedback_sql(query)
+    rows = await _run(services, _fetch(services, sql, params))
+    status = services.feedback.status
+    return FeedbackResponse(
+        range=span.range(),
+        by=by,
+        experiment=experiment,
+        model=model,
+        user=user,
+        rows=feedback_queries.feedback_result(rows, by),
+        sync=FeedbackSyncState(enabled=status.enabled, last_success_at=status.last_success_at, last_error=status.last_error),
+    )

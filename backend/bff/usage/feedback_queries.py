@@ -19,8 +19,9 @@ Shared with the experiment results (import these, do not copy them):
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
+
+from bff.usage.models import FeedbackDimension, FeedbackRow
 
 FEEDBACK_TABLE = "otel.gateway_feedback"
 REQUESTS_TABLE = "otel.gateway_requests"
@@ -54,12 +55,6 @@ def wilson_interval(up: int, n: int, z: float = Z_95) -> tuple[float, float] | N
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-class FeedbackDimension(StrEnum):
-    model = "model"
-    variant = "variant"
-    task = "task"
-
-
 MAX_GROUPS = 1000
 
 
@@ -70,6 +65,7 @@ class FeedbackQuery:
     by: FeedbackDimension
     experiment: str | None = None
     model: str | None = None
+    user: str | None = None
 
 
 def rated_requests_sql(where: str) -> str:
@@ -96,6 +92,9 @@ def feedback_sql(query: FeedbackQuery) -> tuple[str, dict[str, Any]]:
     if query.model is not None:
         clauses.append("r.ModelGroup = {model:String}")
         params["model"] = query.model
+    if query.user is not None:
+        clauses.append("r.UserId = {user:String}")
+        params["user"] = query.user
     if query.by is FeedbackDimension.variant and query.experiment is None:
         clauses.append("r.Experiment != ''")
     rated = rated_requests_sql(" AND ".join(clauses))
@@ -115,3 +114,30 @@ def feedback_sql(query: FeedbackQuery) -> tuple[str, dict[str, Any]]:
         f"FROM ({rated}) GROUP BY {group} ORDER BY up + down DESC, {group} LIMIT {{limit:UInt32}}"
     )
     return sql, params
+
+
+def feedback_result(rows: list[dict[str, Any]], by: FeedbackDimension) -> list[FeedbackRow]:
+    result: list[FeedbackRow] = []
+    for row in rows:
+        up, down = int(row["up"]), int(row["down"])
+        interval = wilson_interval(up, up + down)
+        mean = row["detail_mean"]
+        keys: dict[str, str] = {
+            FeedbackDimension.model: {"model": str(row["model"])},
+            FeedbackDimension.variant: {"experiment": str(row["experiment"]), "variant": str(row["variant"])},
+            FeedbackDimension.task: {"task": str(row["task"])},
+        }[by]
+        result.append(
+            FeedbackRow(
+                **keys,
+                up=up,
+                down=down,
+                rated=up + down,
+                up_share=round(up / (up + down), 6) if up + down else None,
+                up_share_low=round(interval[0], 6) if interval else None,
+                up_share_high=round(interval[1], 6) if interval else None,
+                detail_rating_mean=None if mean is None or math.isnan(mean) else round(float(mean), 3),
+                detail_ratings=int(row["detail_count"]),
+            )
+        )
+    return result

@@ -216,3 +216,45 @@ class UserEntry(BaseModel):
 
 class UsersResponse(BaseModel):
     users: list[UserEntry] = Field(description="most recently seen first")
+
+
+# --- Open-WebUI feedback (GET /api/usage/feedback) ----------------------------------------------
+
+
+class FeedbackDimension(StrEnum):
+    model = "model"  # the model group the gateway served
+    variant = "variant"  # experiment and variant the gateway served (rated requests in an experiment only)
+    task = "task"  # '' for the user's own chat
+
+
+class FeedbackRow(BaseModel):
+    """Ratings of the answers the gateway served, grouped by its own record of them."""
+
+    model: str | None = Field(default=None, description="by=model: the served model group")
+    experiment: str | None = Field(default=None, description="by=variant")
+    variant: str | None = Field(default=None, description="by=variant")
+    task: str | None = Field(default=None, description="by=task ('' for the user's own chat)")
+    up: int = Field(description="thumbs up (the latest rating per user, chat and message)")
+    down: int = Field(description="thumbs down")
+    rated: int = Field(description="up + down")
+    up_share: float | None = Field(default=None, description="up / rated")
+    up_share_low: float | None = Field(default=None, description="Wilson 95 % interval, lower bound")
+    up_share_high: float | None = Field(default=None, description="Wilson 95 % interval, upper bound")
+    detail_rating_mean: float | None = Field(default=None, description="mean of the 1-10 detail ratings given")
+    detail_ratings: int = Field(description="how many ratings had a 1-10 detail rating")
+
+
+class FeedbackSyncState(BaseModel):
+    enabled: bool = Field(description="false: OPEN_WEBUI_ADMIN_TOKEN unset or FEEDBACK_SYNC_INTERVAL_SECONDS=0")
+    last_success_at: datetime | None = Field(default=None, description="the last complete poll of this BFF process")
+    last_error: str | None = Field(default=None, description="why the last poll failed (none: it succeeded)")
+
+
+class FeedbackResponse(BaseModel):
+    range: Range = Field(description="of the rated requests' time (when the gateway served the answer)")
+    by: FeedbackDimension
+    experiment: str | None = None
+    model: str | None = None
+    user: str | None = None
+    rows: list[FeedbackRow] = Field(description="most rated first")
+    sync: FeedbackSyncState
