@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
 from bff.clickhouse import ClickHouseStore
 from bff.telemetry import attributes as attr
 from conftest import ROOT, WEBUI_SECRET, Bff, BffFactory, chat_body

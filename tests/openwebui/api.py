@@ -10,6 +10,8 @@ each user reads their own groups. API keys (routers/auths.py): the admin switche
 the admin settings (ENABLE_API_KEYS) and creates their own key.
 """
 
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,3 +156,33 @@ class OpenWebUIApi:
     def action(self, account: Account, action_id: str, body: dict[str, Any]) -> httpx.Response:
         """POST /api/chat/actions/{id}: what the button under an assistant message sends."""
         return self.call(account, "POST", f"/api/chat/actions/{action_id}", json=body)
+
+    def ui_chat(
+        self, account: Account, model: str, content: str = "Say hello", background_tasks: dict[str, bool] | None = None
+    ) -> "UiChat":
+        """A new chat's first message as the 0.12.4 browser sends it (Chat.svelte): POST /api/chat/completions
+        with a socket session id, the message ids it made, no chat id and `parent_id: null` (so Open-WebUI
+        saves a new chat and starts its title at once), and the background tasks the UI asks for. The
+        answer itself then goes to the (absent) socket; this returns the ids and Open-WebUI's reply."""
+        user_message_id, assistant_id = str(uuid.uuid4()), str(uuid.uuid4())
+        user_message = {
+            "id": user_message_id, "parentId": None, "childrenIds": [assistant_id], "role": "user",
+            "content": content, "timestamp": int(time.time()), "models": [model],
+        }
+        tasks = {"title_generation": True, "tags_generation": True, "follow_up_generation": True}
+        body = {
+            "stream": True, "model": model, "messages": [{"role": "user", "content": content}],
+            "params": {}, "features": {}, "variables": {}, "session_id": f"socket-{uuid.uuid4().hex[:12]}",
+            "id": assistant_id, "message_ids": [{"model_id": model, "message_id": assistant_id, "modelIdx": 0}],
+            "parent_id": None, "user_message": user_message,
+            "background_tasks": tasks if background_tasks is None else background_tasks,
+        }
+        answer = self.call(account, "POST", "/api/chat/completions", json=body)
+        return UiChat(answer=answer, user_message_id=user_message_id, assistant_message_id=assistant_id)
+
+
+@dataclass(frozen=True)
+class UiChat:
+    answer: httpx.Response  # Open-WebUI's immediate reply (the chat id and its task id)
+    user_message_id: str
+    assistant_message_id: str  # what the connection's {{MESSAGE_ID}} carries, and a rating's meta.message_id
