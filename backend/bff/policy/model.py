@@ -4,6 +4,7 @@ from decimal import Decimal
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -57,7 +58,15 @@ class WhenExceeded(StrEnum):
     downgrade = "downgrade"  # chat is served by `downgrade_to` until the hard ceiling
 
 
-class Budget(BaseModel):
+class _Overridable(BaseModel):
+    def overridden_by(self, override: Self | None) -> Self:
+        """The fields the override sets replace these (a `users:` entry over the role's)."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_unset=True))
+
+
+class Budget(_Overridable):
     """USD limits; an absent limit means unlimited.
 
     Past `daily_usd`/`monthly_usd`, `when_exceeded` decides: refuse, or serve chat with the
@@ -82,11 +91,6 @@ class Budget(BaseModel):
                 raise ValueError(f"hard_{name}_usd must not be below {name}_usd")
         return self
 
-    def overridden_by(self, override: "Budget | None") -> "Budget":
-        """Fields the override sets replace this budget's."""
-        if override is None:
-            return self
-        return self.model_copy(update=override.model_dump(exclude_unset=True))
 
 
 class RoleBudgets(BaseModel):
@@ -113,7 +117,7 @@ class Budgets(BaseModel):
         return sorted(alerts)
 
 
-class Limits(BaseModel):
+class Limits(_Overridable):
     """Per-user rate limits; an absent limit means unlimited."""
 
     model_config = ConfigDict(extra="forbid")
@@ -122,10 +126,6 @@ class Limits(BaseModel):
     tokens_per_minute: int | None = Field(default=None, ge=1, description="prompt estimate up front, settled from usage")
     concurrent_requests: int | None = Field(default=None, ge=1, description="requests and streams in flight at once")
 
-    def overridden_by(self, override: "Limits | None") -> "Limits":
-        if override is None:
-            return self
-        return self.model_copy(update=override.model_dump(exclude_unset=True))
 
 
 class RoleLimits(BaseModel):
