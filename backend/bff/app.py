@@ -33,6 +33,7 @@ from bff.routes import (
     provider_budgets,
     usage,
 )
+from bff.routes import experiments as experiment_routes
 from bff.services import Services
 from bff.settings import Settings
 
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.add_exception_handler(RedisError, _shared_state_down)
-    for module in (health, openai_compat, images, catalog, product_chat, generate, usage, provider_budgets, ollama, media, monitoring_pages):
+    for module in (health, openai_compat, images, catalog, product_chat, generate, usage, provider_budgets, ollama, media, monitoring_pages, experiment_routes):
         app.include_router(module.router)
     app.include_router(openai_compat.root_router)
     docs.install(app)
