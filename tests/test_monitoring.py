@@ -5,6 +5,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -17,6 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from bff.app import create_app
+from bff.clickhouse import ClickHouseStore
 from bff.monitoring import assets
 from conftest import FORWARD_SECRET, OUTPUT, ROOT, SERVICE_KEY, WEBUI_SECRET, Bff, BffFactory, chat_body
 from support.browser import chromium
@@ -446,7 +448,8 @@ def test_works_behind_a_path_prefix(browser: webdriver.Chrome, bff: Bff, admin_t
         _open(browser, server.url, "/gateway/monitoring", admin_token)
         page = _ready(browser)
         assert page["url"].startswith(f"{server.url}/gateway/monitoring/?range=")
-        inside = (f"{server.url}/gateway/monitoring/", f"{server.url}/gateway/api/usage/")
+        # the admins' Experiments section asks /api/experiments, relative too
+        inside = (f"{server.url}/gateway/monitoring/", f"{server.url}/gateway/api/usage/", f"{server.url}/gateway/api/experiments")
         assert page["resources"] and all(url.startswith(inside) for url in page["resources"])
         with bff.client(admin_token) as admin:
             _assert_charts(page, admin)
@@ -543,4 +546,138 @@ def test_admin_sees_users_by_name(browser: webdriver.Chrome, bff: Bff, admin_tok
         "return Array.from(document.querySelectorAll('#user-options option')).map((o) => [o.value, o.label]);"
     )
     assert [person["id"], f"{person['name']} <{person['email']}>"] in labels
+    assert _problems(browser) == []
+
+
+# --- Experiments (admins) ---------------------------------------------------------------------
+
+EXPERIMENT_PANELS_JS = """
+const section = document.getElementById('experiments');
+return section === null ? null : {
+  status: section.dataset.status,
+  shown: !section.hidden,
+  none: !document.getElementById('experiments-none').hidden,
+  panels: Array.from(section.querySelectorAll('#experiment-list .experiment')).map((panel) => ({
+    name: panel.dataset.experiment,
+    state: panel.querySelector('.experiment-state').textContent,
+    meta: panel.querySelector('.experiment-meta').textContent,
+    rows: Array.from(panel.querySelectorAll('tbody tr')).map((tr) => [tr.dataset.variant, Array.from(tr.cells).map((td) => td.textContent)]),
+  })),
+};
+"""
+
+
+def _share(value: float | None) -> str:
+    """As the page shows a share: a percentage with at most one decimal (halves up)."""
+    if value is None:
+        return "–"
+    tenths = math.floor(value * 1000 + 0.5) / 10
+    return (f"{tenths:.1f}".removesuffix(".0")) + "%"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{math.floor(value + 0.5):,} ms"
+
+
+def _experiment_cells(variant: dict[str, Any], weight: int) -> list[str]:
+    feedback = variant["feedback"]
+    interval = feedback["up_share_95"]
+    up_share = "–" if feedback["up_share"] is None else f"{_share(feedback['up_share'])} ({_share(interval['low'])}–{_share(interval['high'])})"
+    return [
+        variant["variant"] + (" (control)" if variant["control"] else ""),
+        variant["model"],
+        str(weight),
+        f"{variant['users']:,}",
+        f"{variant['requests']:,}",
+        f"{variant['errors']:,}",
+        _share(variant["error_rate"]),
+        _usd(variant["cost_usd"]),
+        "–" if variant["cost_per_request_usd"] is None else _usd(variant["cost_per_request_usd"]),
+        _ms(variant["latency_ms"]["p50"]),
+        _ms(variant["latency_ms"]["p95"]),
+        _ms(variant["ttft_ms"]["p50"]),
+        f"{feedback['up']:,}",
+        f"{feedback['down']:,}",
+        up_share,
+    ]
+
+
+def test_admin_sees_experiment_results(
+    browser: webdriver.Chrome, bff_factory: BffFactory, tmp_path: Path, admin_token: str, user_token: str
+) -> None:
+    """The Experiments section: one table per configured experiment, each variant's figures as the API gives them."""
+    tag = uuid.uuid4().hex[:6]
+    now = datetime.now(UTC)
+    active = {
+        "name": f"page-ab-{tag}",
+        "description": "fake-mock against fake-mini for cheap",
+        "target": {"model": "cheap"},
+        "variants": [{"name": "control", "model": "fake-mini", "weight": 50}, {"name": "mock", "model": "fake-mock", "weight": 50}],
+        "start": (now - timedelta(hours=1)).isoformat(),
+        "end": (now + timedelta(days=7)).isoformat(),
+    }
+    later = {
+        "name": f"page-later-{tag}",
+        "target": {"context": f"later-{tag}"},
+        "variants": [{"name": "control", "model": "fake-mini", "weight": 1}, {"name": "other", "model": "fake-mock", "weight": 3}],
+        "start": (now + timedelta(days=10)).isoformat(),
+        "end": (now + timedelta(days=20)).isoformat(),
+    }
+    path = tmp_path / "experiments.yaml"
+    path.write_text(yaml.safe_dump({"experiments": [active, later]}))
+    served = bff_factory(experiments_file=path)
+    sent: list[dict[str, str]] = []
+    for number in range(8):
+        user, chat, message = f"page-exp-{tag}-{number}", f"chat-{tag}-{number}", f"msg-{tag}-{number}"
+        with _as_user(served, user, chat_id=chat) as client:
+            answer = client.post(
+                "/v1/chat/completions", json=chat_body("cheap", stream=number % 2 == 0), headers={"X-OpenWebUI-Message-Id": message}
+            )
+            assert answer.status_code == 200, answer.text
+            answer.read()
+        sent.append({"user": user, "chat": chat, "message": message, "variant": answer.headers["x-gateway-variant"]})
+    # one thumbs-down, as the feedback sync stores an Open-WebUI rating
+    rated = sent[0]
+    moment = datetime.now(UTC).replace(tzinfo=None)
+    values = {
+        "FeedbackId": f"fb-page-{tag}", "UserId": rated["user"], "ChatId": rated["chat"], "MessageId": rated["message"],
+        "ModelId": "cheap", "Rating": -1, "Reason": "", "Tags": [], "HasComment": False, "CreatedAt": moment,
+        "UpdatedAt": moment, "Deleted": 0,
+    }
+    ClickHouseStore(served.settings.clickhouse_url, ROOT / "config" / "clickhouse").insert_columns(
+        "otel.gateway_feedback", list(values), [[value] for value in values.values()]
+    )
+    with served.client(admin_token) as admin:
+        deadline = time.monotonic() + 15
+        while True:
+            results = admin.get(f"/api/experiments/{active['name']}").json()
+            if sum(v["requests"] for v in results["variants"]) >= 8:
+                break
+            assert time.monotonic() < deadline, "the experiment's requests were not recorded"
+            time.sleep(0.2)
+        upcoming = admin.get(f"/api/experiments/{later['name']}").json()
+    _open(browser, served.url, "/monitoring/", admin_token)
+    _ready(browser)
+    WebDriverWait(browser, 15).until(lambda d: d.execute_script("return document.getElementById('experiments').dataset.status") != "loading")
+    _full_page_screenshot(browser, "monitoring-experiments.png")
+    section = browser.execute_script(EXPERIMENT_PANELS_JS)
+    assert section["status"] == "ready" and section["shown"] and not section["none"]
+    assert [panel["name"] for panel in section["panels"]] == [active["name"], later["name"]]
+    first, second = section["panels"]
+    assert first["state"] == "active" and second["state"] == "inactive"
+    assert first["meta"].startswith("fake-mock against fake-mini for cheap · model cheap · ") and first["meta"].endswith("control: control")
+    for panel, answer, config in ((first, results, active), (second, upcoming, later)):
+        weights = {variant["name"]: variant["weight"] for variant in config["variants"]}
+        assert panel["rows"] == [[v["variant"], _experiment_cells(v, weights[v["variant"]])] for v in answer["variants"]]
+    # what the page shows: 8 users split over the two variants, the thumbs-down against the rated user's variant
+    shown = {variant: cells for variant, cells in first["rows"]}
+    assert sum(int(cells[4]) for cells in shown.values()) == 8
+    assert shown[rated["variant"]][13] == "1" and shown[rated["variant"]][14] == "0% (0%–79.3%)"
+    assert [cells[4] for cells in (row[1] for row in second["rows"])] == ["0", "0"]
+    assert _problems(browser) == []
+    # users see no experiments, and the page never asks for them
+    _open(browser, served.url, "/monitoring/", user_token)
+    page = _ready(browser)
+    assert browser.execute_script(EXPERIMENT_PANELS_JS) is None
+    assert not any("/api/experiments" in url for url in page["resources"])
     assert _problems(browser) == []

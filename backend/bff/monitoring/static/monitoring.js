@@ -655,6 +655,103 @@
     }
   }
 
+  // --- Experiments (admins): one table per configured experiment, its variants' results ---
+  const EXPERIMENTS_API = "../api/experiments";
+
+  function formatShare(value) {
+    return value === null || value === undefined ? "–" : percent.format(Math.round(value * 1000) / 10) + "%";
+  }
+
+  function upShare(feedback) {
+    if (feedback.up_share === null) {
+      return "–";
+    }
+    const interval = feedback.up_share_95;
+    return formatShare(feedback.up_share) + " (" + formatShare(interval.low) + "–" + formatShare(interval.high) + ")";
+  }
+
+  function targetLabel(target) {
+    if (target.model) {
+      return "model " + target.model;
+    }
+    return target.task ? "task " + target.task : "context " + target.context;
+  }
+
+  function renderExperiment(result) {
+    const experiment = result.experiment;
+    const panel = byId("experiment-template").content.firstElementChild.cloneNode(true);
+    panel.dataset.experiment = experiment.name;
+    panel.querySelector(".experiment-name").textContent = experiment.name;
+    const state = panel.querySelector(".experiment-state");
+    state.textContent = experiment.active ? "active" : "inactive";
+    state.classList.add(experiment.active ? "active" : "inactive");
+    const meta = [targetLabel(experiment.target), formatTime(result.range.from) + " to " + formatTime(result.range.to) + " UTC", "control: " + result.control];
+    if (experiment.description) {
+      meta.unshift(experiment.description);
+    }
+    panel.querySelector(".experiment-meta").textContent = meta.join(" · ");
+    const weights = {};
+    for (const variant of experiment.variants) {
+      weights[variant.name] = variant.weight;
+    }
+    const body = panel.querySelector("tbody");
+    for (const variant of result.variants) {
+      const tr = body.insertRow();
+      tr.dataset.variant = variant.variant;
+      if (variant.control) {
+        tr.classList.add("control");
+      }
+      const cells = [
+        variant.variant + (variant.control ? " (control)" : ""),
+        variant.model || "(no longer configured)",
+        weights[variant.variant] === undefined ? "–" : String(weights[variant.variant]),
+        formatInt(variant.users),
+        formatInt(variant.requests),
+        formatInt(variant.errors),
+        formatShare(variant.error_rate),
+        formatUsd(variant.cost_usd),
+        variant.cost_per_request_usd === null ? "–" : formatUsd(variant.cost_per_request_usd),
+        formatMs(variant.latency_ms.p50),
+        formatMs(variant.latency_ms.p95),
+        formatMs(variant.ttft_ms.p50),
+        formatInt(variant.feedback.up),
+        formatInt(variant.feedback.down),
+        upShare(variant.feedback),
+      ];
+      for (const text of cells) {
+        tr.insertCell().textContent = text;
+      }
+    }
+    return panel;
+  }
+
+  async function showExperiments() {
+    const section = byId("experiments");
+    if (!section) {
+      return;
+    }
+    if (viewer.scope !== "all") {
+      section.remove();
+      return;
+    }
+    section.hidden = false;
+    section.dataset.status = "loading";
+    const error = byId("experiments-error");
+    error.hidden = true;
+    try {
+      const listed = await getJson(EXPERIMENTS_API);
+      const results = await Promise.all(listed.experiments.map((e) => getJson(EXPERIMENTS_API + "/" + encodeURIComponent(e.name))));
+      byId("experiment-list").replaceChildren(...results.map(renderExperiment));
+      byId("experiments-none").hidden = results.length > 0;
+      section.dataset.status = "ready";
+    } catch (failure) {
+      error.textContent = "Could not load the experiments: " + failure.message;
+      error.hidden = false;
+      section.dataset.status = "error";
+    }
+  }
+  // --- end of Experiments ---
+
   async function start() {
     try {
       viewer = await getJson("viewer");
@@ -676,6 +773,7 @@
       byId("dashboard").classList.add("no-charts");
     }
     writeControls(readState());
+    showExperiments(); // its own section; failures stay in it
     await load();
   }
 
