@@ -163,3 +163,58 @@ def test_redis_down_refuses_paid_calls_and_readiness_says_so(bff_factory: BffFac
     assert "Traceback" not in answer.text and "127.0.0.1" not in answer.text
     ready = httpx.get(f"{bff.url}/health/ready", timeout=10)
     assert ready.status_code == 503 and ready.json()["dependencies"]["redis"]["status"] == "down"
+
+
+def _counters_cases(redis_server: RedisServer) -> list[Any]:
+    import redis.asyncio as aioredis
+
+    from bff.policy.rate_counters import MemoryCounters, RedisCounters
+
+    return [MemoryCounters(), RedisCounters(aioredis.Redis.from_url(redis_server.url))]
+
+
+def test_admit_takes_a_slot_and_a_request_together_or_neither(redis_server: RedisServer, whole_window: None) -> None:
+    """One step (one Redis round trip): a request refused by its requests per minute holds no slot,
+    one refused by its slots counts no request; finish frees the slot and settles tokens."""
+    import asyncio
+
+    from bff.policy.rate_counters import AdmitKeys
+
+    async def scenario(counters: Any) -> None:
+        user = _user()
+
+        def keys(member: str) -> AdmitKeys:
+            return AdmitKeys(f"{user}:inflight", member, 2, 60, f"{user}:req", 3, f"{user}:tok")
+
+        first, second = await counters.admit(keys("a"), 60), await counters.admit(keys("b"), 60)
+        assert (first.refused, first.requests.used, second.refused, second.requests.used) == (None, 1, None, 2)
+        assert first.tokens.used == 0
+        full = await counters.admit(keys("c"), 60)
+        assert full.refused == "concurrency" and full.requests is None
+        await counters.finish(f"{user}:inflight", "a", None, None, 0, 60)
+        third = await counters.admit(keys("c"), 60)  # a's slot is free; the 'full' refusal counted no request
+        assert third.refused is None and third.requests.used == 3
+        await counters.finish(f"{user}:inflight", "b", None, None, 0, 60)
+        over = await counters.admit(keys("d"), 60)
+        assert over.refused == "requests" and over.requests.used == 3 and not over.requests.allowed
+        await counters.finish(f"{user}:inflight", "c", None, None, 0, 60)
+        # 'over' took no slot: with c freed both slots are free again, checked by a user without a request limit
+        unlimited = AdmitKeys(f"{user}:inflight", "e", 2, 60, f"{user}:req", None, None)
+        assert (await counters.admit(unlimited, 60)).refused is None
+        assert (await counters.admit(AdmitKeys(f"{user}:inflight", "f", 2, 60, f"{user}:req", None, None), 60)).refused is None
+        # tokens: settled in the reservation's window, never below 0; an ended window's excess counts now
+        from bff.policy.rate_counters import window_start
+
+        now = window_start(60)
+        await counters.take(f"{user}:tok", 10, 100, 60)
+        await counters.finish(f"{user}:inflight", "e", f"{user}:tok", now, 5, 60)
+        assert (await counters.used(f"{user}:tok", 60)).used == 15
+        await counters.finish(f"{user}:inflight", "f", f"{user}:tok", now, -50, 60)
+        assert (await counters.used(f"{user}:tok", 60)).used == 0
+        await counters.finish(f"{user}:inflight", None, f"{user}:tok", now - 60, 7, 60)
+        assert (await counters.used(f"{user}:tok", 60)).used == 7
+        await counters.finish(f"{user}:inflight", None, f"{user}:tok", now - 60, -7, 60)  # less used: nothing to add
+        assert (await counters.used(f"{user}:tok", 60)).used == 7
+
+    for counters in _counters_cases(redis_server):
+        asyncio.run(scenario(counters))

@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -193,3 +194,53 @@ def test_spans_go_to_an_otlp_collector_when_configured(bff_factory: BffFactory, 
     attributes = {a.key: a.value for a in spans[0].attributes}
     assert attributes["enduser.id"].string_value == "user-1"
     assert attributes["gen_ai.response.model"].string_value == "fake-mini"
+
+
+def test_refusals_in_admission_are_recorded_like_spans(
+    bff_factory: BffFactory, user_token: str, clickhouse_url: str, tmp_path: Path
+) -> None:
+    """A request refused before its span started (credentials, rate limit) is written as a plain row
+    (Telemetry.record_refused): one row with what an SDK span's row has, in the caller's trace."""
+    from test_rate_limits import policy_with_limits
+
+    bff = bff_factory(policy_file=policy_with_limits(tmp_path, {"requests_per_minute": 1}))
+    store = ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse")
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    statuses: dict[str, int] = {}
+    if 60 - time.time() % 60 < 5:  # both requests in one minute's window
+        time.sleep(60 - time.time() % 60 + 0.1)
+    for name, token in (("admitted", user_token), ("limited", user_token), ("bad-token", "not-a-token")):
+        request_id = f"refusal-{name}-{uuid.uuid4().hex[:6]}"
+        headers = {"x-request-id": request_id, "traceparent": f"00-{trace_id}-{parent_id}-01"}
+        with bff.client(token, headers=headers) as client:
+            statuses[request_id] = client.post("/v1/chat/completions", json=chat_body()).status_code
+    assert sorted(statuses.values()) == [200, 401, 429]
+    rows = {}
+    for request_id in statuses:
+        deadline = time.monotonic() + 10
+        while True:
+            found = store.query(
+                "SELECT TraceId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, ResourceAttributes, ScopeName, "
+                "ScopeVersion, SpanAttributes, Duration, StatusCode FROM otel.otel_traces "
+                "WHERE SpanAttributes['gateway.request_id'] = {id:String}",
+                {"id": request_id},
+            )
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert len(found) == 1, request_id
+        rows[statuses[request_id]] = found[0]
+    admitted = rows[200]
+    for status in (401, 429):
+        row = rows[status]
+        for column in ("TraceId", "ParentSpanId", "TraceState", "SpanName", "SpanKind", "ServiceName", "ResourceAttributes",
+                       "ScopeName", "ScopeVersion", "StatusCode"):
+            assert row[column] == admitted[column], (status, column)
+        assert row["TraceId"] == trace_id and row["ParentSpanId"] == parent_id and row["Duration"] > 0
+        attributes = row["SpanAttributes"]
+        assert attributes["gateway.operation"] == attributes["gen_ai.operation.name"] == "chat"
+        assert attributes["gateway.route"] == "/v1/chat/completions" and attributes["otel.scope.name"] == "llm_bff"
+        assert attributes["http.response.status_code"] == str(status) and attributes["gateway.outcome"] == "refused"
+    assert rows[429]["SpanAttributes"]["error.type"] == "rate_limit_exceeded"
+    assert rows[429]["SpanAttributes"]["enduser.id"] == "user-1"
+    assert rows[401]["SpanAttributes"]["error.type"]

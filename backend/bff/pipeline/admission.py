@@ -5,18 +5,22 @@ Routes declare what they are, as a dependency:
     CHAT = Operation("chat", Permission.chat, paid=True)
     async def route(call: Annotated[Call, Depends(CHAT)]) -> ...
 
-An Operation with a name is a gateway operation: it starts the request's one span
-(ended by the middleware when the response is sent), named by the operation and the
-route's path template, so a refused request is recorded too. Then it authenticates,
-records who called (before the role is judged, so refusals of pending users carry
-their id), checks the role and the permission and, for paid operations, the budget (refuse, or mark
-the call for a downgrade) and the rate limits (a slot in flight, one request per minute).
+An Operation with a name is a gateway operation: the request gets one span, named by the
+operation and the route's path template, starting when the request arrived, so a refused
+request is recorded too. It authenticates, records who called (before the role is judged,
+so refusals of pending users carry their id), checks the role and the permission and, for
+paid operations, the budget (refuse, or mark the call for a downgrade) and the rate limits
+(a slot in flight, one request per minute). Admitted: the span is started (ended by the
+middleware when the response is sent). Refused here: the span is written at once as a
+plain row (Telemetry.record_refused), with the same attributes, without the SDK's span
+machinery: a flood of refusals costs the BFF as little as possible (scripts/bench_flood.py).
 """
 
 from dataclasses import dataclass
 
 from fastapi import Request
 
+from bff.errors import ApiError
 from bff.identity.principal import Principal
 from bff.pipeline.call import Call
 from bff.policy.model import Permission
@@ -32,10 +36,26 @@ class Operation:
     async def __call__(self, request: Request) -> Call:
         services: Services = request.app.state.services
         call: Call = request.state.call
-        if self.name is not None and call.span is None:
-            route = str(getattr(request.scope.get("route"), "path", request.scope["path"]))
-            call.operation = self.name
+        if self.name is None or call.operation is not None:  # not an operation, or its span is started
+            await self._admit(services, request, call)
+            return call
+        call.operation = self.name
+        route = str(getattr(request.scope.get("route"), "path", request.scope["path"]))
+        try:
+            await self._admit(services, request, call)
+        except ApiError as refusal:  # the error handler answers exc.status; its span is written now
+            call.error_type = refusal.code
+            services.telemetry.record_refused(
+                self.name, route, request.headers, call.started_ns, call.span_attributes(refusal.status), refusal.status
+            )
+            raise
+        except BaseException:  # not a refusal: the span as for an admitted call, the middleware ends it
             call.span = services.telemetry.start(self.name, route, request.headers, call.started_ns)
+            raise
+        call.span = services.telemetry.start(self.name, route, request.headers, call.started_ns)
+        return call
+
+    async def _admit(self, services: Services, request: Request, call: Call) -> None:
         principal = await admit(services, request, call)
         if self.permission is not None:
             services.access.require(principal, self.permission)
@@ -44,7 +64,6 @@ class Operation:
             call.rate_lease = await services.limits.admit(principal)
             if call.rate_lease is not None:
                 call.response_headers.update(call.rate_lease.headers)
-        return call
 
 
 async def admit(services: Services, request: Request, call: Call) -> Principal:
@@ -63,4 +82,3 @@ async def admit(services: Services, request: Request, call: Call) -> Principal:
         call.response_headers.update(call.budget.headers())
     services.budget_alerts.admitted(principal, call.budget_periods, call.response_headers)  # x-budget-warning, alerts
     return principal
-

@@ -7,7 +7,9 @@ answer of a limited caller carries OpenAI's x-ratelimit-* headers.
 Windows are whole UTC minutes shared by all replicas (policy/rate_counters.py).
 """
 
+import itertools
 import math
+import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,11 +19,13 @@ from bff.errors import ApiError, rate_limited
 from bff.identity.principal import Principal
 from bff.policy.access import AccessPolicy
 from bff.policy.model import Limits
-from bff.policy.rate_counters import RateCounters, Taken, window_start
+from bff.policy.rate_counters import AdmitKeys, RateCounters, Taken, window_start
 
 WINDOW_SECONDS = 60
 CHARS_PER_TOKEN = 4  # LiteLLM's own rough rule; the estimate is settled from usage afterwards
-UNBOUNDED = 2**62  # a take that only records
+# In-flight set members: unique across replicas and workers without a uuid4 per request (os.urandom each).
+_SLOT_PREFIX = f"{uuid.uuid4().hex[:16]}:"
+_slot_numbers = itertools.count()
 TOKENS_PER_MEDIA_PART = 85  # an inline image or audio part (data: URL): OpenAI's low-detail image price
 RATE_LIMIT_HEADERS = tuple(
     f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")
@@ -83,39 +87,42 @@ class RateLimiter:
         self._lease_seconds = lease_seconds  # longest a call may hold a slot if its replica dies
 
     async def admit(self, principal: Principal) -> Lease | None:
-        """Takes a slot in flight and counts one request, or raises 429. None: no limits."""
+        """Takes a slot in flight and counts one request (one atomic step), or raises 429. None: no limits."""
         if principal.user_id is None:
             return None
         limits = self._access.effective(principal).limits
         if limits.requests_per_minute is None and limits.tokens_per_minute is None and limits.concurrent_requests is None:
             return None
-        lease = Lease(principal.user_id, limits)
         user = principal.user_id
-        if limits.concurrent_requests is not None:
-            slot = uuid.uuid4().hex
-            if not await self._counters.acquire(f"{user}:inflight", slot, limits.concurrent_requests, self._lease_seconds):
-                raise _refused(
-                    f"you have {limits.concurrent_requests} requests in flight, your limit; wait for one to finish",
-                    1,
-                    code="concurrency_limit_exceeded",
+        slot = f"{_SLOT_PREFIX}{os.getpid()}:{next(_slot_numbers)}" if limits.concurrent_requests is not None else None
+        keys = AdmitKeys(
+            inflight=f"{user}:inflight",
+            member=slot or "",
+            concurrent=limits.concurrent_requests,
+            lease_seconds=self._lease_seconds,
+            requests=f"{user}:req",
+            requests_per_minute=limits.requests_per_minute,
+            tokens=f"{user}:tok" if limits.tokens_per_minute is not None else None,
+        )
+        admission = await self._counters.admit(keys, WINDOW_SECONDS)
+        if admission.refused == "concurrency":
+            raise _refused(
+                f"you have {limits.concurrent_requests} requests in flight, your limit; wait for one to finish",
+                1,
+                code="concurrency_limit_exceeded",
+            )
+        lease = Lease(user, limits, slot=slot)
+        if admission.requests is not None and limits.requests_per_minute is not None:
+            lease.headers.update(_headers("requests", limits.requests_per_minute, admission.requests))
+            if admission.refused == "requests":
+                error = _refused(
+                    f"rate limit of {limits.requests_per_minute} requests per minute reached",
+                    admission.requests.reset_seconds,
                 )
-            lease.slot = slot
-        try:
-            if limits.requests_per_minute is not None:
-                taken = await self._counters.take(f"{user}:req", 1, limits.requests_per_minute, WINDOW_SECONDS)
-                lease.headers.update(_headers("requests", limits.requests_per_minute, taken))
-                if not taken.allowed:
-                    error = _refused(
-                        f"rate limit of {limits.requests_per_minute} requests per minute reached", taken.reset_seconds
-                    )
-                    error.headers.update(lease.headers)
-                    raise error
-            if limits.tokens_per_minute is not None:
-                used = await self._counters.used(f"{user}:tok", WINDOW_SECONDS)
-                lease.headers.update(_headers("tokens", limits.tokens_per_minute, used))
-        except BaseException:
-            await self.release(lease, None)
-            raise
+                error.headers.update(lease.headers)
+                raise error
+        if admission.tokens is not None and limits.tokens_per_minute is not None:
+            lease.headers.update(_headers("tokens", limits.tokens_per_minute, admission.tokens))
         return lease
 
     async def reserve_tokens(self, lease: Lease | None, prompt: Any) -> None:
@@ -137,17 +144,18 @@ class RateLimiter:
         lease.reserved_tokens, lease.reserved_in = estimate, window_start(WINDOW_SECONDS)
 
     async def release(self, lease: Lease | None, total_tokens: int | None) -> None:
-        """Frees the slot and settles the token estimate with what the call really used."""
+        """Frees the slot and settles the token estimate with what the call really used (one step)."""
         if lease is None:
             return
-        if lease.slot is not None:
-            await self._counters.release(f"{lease.user_id}:inflight", lease.slot)
-            lease.slot = None
-        if lease.limits.tokens_per_minute is None or total_tokens is None:
+        slot, lease.slot = lease.slot, None
+        settles = lease.limits.tokens_per_minute is not None and total_tokens is not None
+        if slot is None and not settles:
             return
-        delta = total_tokens - lease.reserved_tokens
-        current = window_start(WINDOW_SECONDS)
-        if lease.reserved_in == current:
-            await self._counters.adjust(f"{lease.user_id}:tok", current, delta, WINDOW_SECONDS)
-        elif delta > 0:  # the estimate's window is over: what it missed counts now
-            await self._counters.take(f"{lease.user_id}:tok", delta, UNBOUNDED, WINDOW_SECONDS)
+        await self._counters.finish(
+            f"{lease.user_id}:inflight",
+            slot,
+            f"{lease.user_id}:tok" if settles else None,
+            lease.reserved_in,
+            (total_tokens or 0) - lease.reserved_tokens,
+            WINDOW_SECONDS,
+        )

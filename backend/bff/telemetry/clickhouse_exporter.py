@@ -25,6 +25,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
@@ -86,8 +87,60 @@ def _string(value: Any) -> str:
     return str(value)
 
 
-def _strings(attributes: Any) -> dict[str, str]:
+def string_map(attributes: Any) -> dict[str, str]:
     return {key: _string(value) for key, value in (attributes or {}).items()}
+
+
+def scoped_attributes(attributes: Any, scope: InstrumentationScope | None) -> dict[str, str]:
+    """A span's attributes as strings, with its scope's name and version (as the collector copies them)."""
+    strings = string_map(attributes)
+    if scope is not None and scope.name:
+        strings["otel.scope.name"] = scope.name
+    if scope is not None and scope.version:
+        strings["otel.scope.version"] = scope.version
+    return strings
+
+
+def plain_row(
+    start: int,
+    trace_id: int,
+    span_id: int,
+    parent_span_id: int | None,
+    trace_state: str,
+    name: str,
+    kind: SpanKind,
+    resource: dict[str, str],
+    scope: InstrumentationScope | None,
+    attributes: dict[str, str],
+    end: int,
+    status: StatusCode,
+) -> tuple[Any, ...]:
+    """An otel_traces row without events or links, in COLUMNS order: span_row's, or that of a
+    refusal recorded without an SDK span (tracing.Telemetry.record_refused)."""
+    return (
+        start,  # DateTime64(9) takes integer nanoseconds
+        format(trace_id, "032x"),
+        format(span_id, "016x"),
+        format(parent_span_id, "016x") if parent_span_id is not None else "",
+        trace_state,
+        name,
+        SPAN_KINDS.get(kind, "Unspecified"),
+        resource.get("service.name", ""),
+        resource,
+        scope.name if scope else "",
+        (scope.version or "") if scope else "",
+        attributes,
+        max(0, end - start),
+        STATUS_CODES.get(status, "Unset"),
+        "",
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
 
 
 def span_row(span: ReadableSpan) -> tuple[Any, ...]:
@@ -95,12 +148,8 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
     context = span.get_span_context()
     assert context is not None  # every SDK span has one
     scope = span.instrumentation_scope
-    attributes = _strings(span.attributes)
-    if scope is not None and scope.name:
-        attributes["otel.scope.name"] = scope.name
-    if scope is not None and scope.version:
-        attributes["otel.scope.version"] = scope.version
-    resource = _strings(span.resource.attributes)
+    attributes = scoped_attributes(span.attributes, scope)
+    resource = string_map(span.resource.attributes)
     start = span.start_time or 0
     return (
         start,  # DateTime64(9) takes integer nanoseconds
@@ -120,11 +169,11 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
         span.status.description or "",
         [event.timestamp for event in span.events],
         [event.name for event in span.events],
-        [_strings(event.attributes) for event in span.events],
+        [string_map(event.attributes) for event in span.events],
         [format(link.context.trace_id, "032x") for link in span.links],
         [format(link.context.span_id, "016x") for link in span.links],
         [link.context.trace_state.to_header() if link.context.trace_state else "" for link in span.links],
-        [_strings(link.attributes) for link in span.links],
+        [string_map(link.attributes) for link in span.links],
     )
 
 
@@ -155,6 +204,12 @@ class ClickHouseSpanExporter(SpanExporter):
         if due:
             self._flush()
         return SpanExportResult.SUCCESS  # the rest goes with the next insert (the retry thread)
+
+    def add_row(self, row: tuple[Any, ...]) -> None:
+        """A row built without an SDK span (a refusal): it goes with the next coalesced insert."""
+        with self._lock:
+            self._pending.append(row)
+            self._trim()
 
     def _trim(self) -> None:
         """Drops the oldest rows beyond the bound; the caller holds the lock."""
