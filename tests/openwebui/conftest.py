@@ -8,20 +8,25 @@ first sign-up (the admin) switches API keys on and creates one, and only then do
 shared BFF start on its port. Both share the test secrets; Open-WebUI's other settings come
 from webui-integration/openwebui.env, with every BFF URL in it pointed at the test BFF, every
 matching key set to the service key, and the deployment's model names replaced by the test
-LiteLLM's fake deployments.
+LiteLLM's fake deployments. The shared BFF serves one A/B experiment (EXPERIMENT, on an alias
+no other test asks for) from an experiments file in the run's temp directory.
 """
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from bff.app import create_app
 from bff.clickhouse import ClickHouseStore
 from bff.serving import uvicorn_options
+from bff.settings import Settings
 from conftest import (
     FORWARD_SECRET,
     OUTPUT,
@@ -48,6 +53,29 @@ TEST_MODELS = {
     "IMAGE_EDIT_MODEL": "fake-image-edit",
     "IMAGE_GENERATION_MODEL": "mock-image",  # the BFF's mock workflow (no ComfyUI)
 }
+# The shared BFF's one experiment (tests/openwebui/test_openwebui_experiment.py): an alias no other
+# test of the suite asks for (LiteLLM's `fast` -> fake-mini), so their chats are served as asked.
+EXPERIMENT = "openwebui-fast-ab"
+EXPERIMENT_TARGET = "fast"
+EXPERIMENT_VARIANTS = [
+    {"name": "control", "model": "fake-mini", "weight": 50},
+    {"name": "mock", "model": "fake-mock", "weight": 50},
+]
+
+
+def write_experiments(path: Path) -> Path:
+    """An experiments file with EXPERIMENT active from an hour ago to a day from now."""
+    now = datetime.now(UTC)
+    experiment = {
+        "name": EXPERIMENT,
+        "description": f"fake-mock against fake-mini for {EXPERIMENT_TARGET} (the real Open-WebUI suite)",
+        "target": {"model": EXPERIMENT_TARGET},
+        "variants": EXPERIMENT_VARIANTS,
+        "start": (now - timedelta(hours=1)).isoformat(),
+        "end": (now + timedelta(days=1)).isoformat(),
+    }
+    path.write_text(yaml.safe_dump({"experiments": [experiment]}))
+    return path
 
 
 def key_of(base_url_variable: str) -> str:
@@ -80,7 +108,9 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
         pytest.fail(f"{OPENWEBUI_BIN} is missing: run scripts/test.sh --openwebui, which installs it")
     port = free_port()
     bff_port = free_port()  # the shared BFF listens here once the admin's API key exists
+    experiments = write_experiments(tmp_path_factory.mktemp("experiments") / "experiments.yaml")
     tokenless = bff_factory(
+        experiments_file=experiments,
         role_source="api",
         open_webui_url=f"http://127.0.0.1:{port}",
         role_cache_ttl_seconds=ROLE_CACHE_TTL_SECONDS,
@@ -122,6 +152,18 @@ def stack(bff_factory: BffFactory, tmp_path_factory: pytest.TempPathFactory, req
     yield Stack(openwebui=openwebui, bff=shared, tokenless_bff=tokenless, admin=admin, settings=settings)
     server.stop()
     process.stop()
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[Bff]:
+    """A BFF of a test's own, stopped when the test is done: a feedback poller that outlived its
+    tests would go on comparing the shared ClickHouse with this Open-WebUI and tombstone the
+    ratings later tests store from elsewhere (the fake Open-WebUI's)."""
+    server = ThreadServer(create_app(settings), options=uvicorn_options(settings)).start()
+    try:
+        yield Bff(url=server.url, settings=settings)
+    finally:
+        server.stop()
 
 
 def _report(config: pytest.Config, line: str) -> None:

@@ -13,15 +13,15 @@ evaluations API into otel.gateway_feedback.
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from bff.clickhouse import ClickHouseStore
-from conftest import ROOT, Bff, BffFactory
+from conftest import ROOT, Bff
 from openwebui.api import Account
-from openwebui.conftest import Stack
+from openwebui.conftest import Stack, serving
 
 CHAT_MODEL = "fake-mock"  # tier mini (users may use it), answered by LiteLLM's mock_response
 
@@ -37,15 +37,12 @@ def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def feedback_bff(stack: Stack, bff_factory: BffFactory) -> Bff:
-    """Reads the same ClickHouse as the shared BFF; polls the real Open-WebUI every 0.5 s."""
-    return bff_factory(
-        open_webui_url=stack.openwebui.url,
-        open_webui_admin_token=stack.bff.settings.open_webui_admin_token,
-        role_cache_ttl_seconds=2.0,
-        feedback_sync_interval_seconds=0.5,
-        feedback_sync_deletions_every=1,
-    )
+def feedback_bff(stack: Stack) -> Iterator[Bff]:
+    """The shared BFF's settings (its ClickHouse, the admin's API key), polling the real Open-WebUI
+    every 0.5 s; stopped with this module (openwebui.conftest.serving says why)."""
+    settings = stack.bff.settings.model_copy(update={"feedback_sync_interval_seconds": 0.5, "feedback_sync_deletions_every": 1})
+    with serving(settings) as bff:
+        yield bff
 
 
 def _ui_chat(stack: Stack, account: Account, model: str, content: str) -> tuple[str, str, dict[str, Any]]:
