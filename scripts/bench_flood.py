@@ -1,20 +1,29 @@
 #!/usr/bin/env python3
 """Shows whether one user's flood slows another user's requests: per-user rate limits under load.
 
-    .venv/bin/python scripts/bench_flood.py [--quick] [--rounds 5] [--phase-seconds 8]
-        [--victim-workers 2] [--victim-pause-ms 10] [--flood-requests 96] [--flood-streams 32]
-        [--flood-concurrent 8] [--flood-rpm 120] [--refused-pause-ms 20]
-        [--open | --no-open] [--redis | --no-redis] [--max-seconds 900] [--json PATH]
+    .venv/bin/python scripts/bench_flood.py [--quick] [--rounds 4] [--phase-seconds 6]
+        [--latency instant|realistic|both] [--victim-workers 2] [--realistic-victim-workers 8]
+        [--victim-pause-ms 10] [--flood-requests 96] [--flood-streams 32] [--flood-concurrent 8]
+        [--flood-rpm 120] [--refused-pause-ms 20] [--rpm | --no-rpm] [--open | --no-open]
+        [--redis | --no-redis] [--bff-source DIR] [--max-seconds 1500] [--json PATH]
 
-Not a test (CI never runs it); loopback only; stops by itself. The full run takes ~10 minutes
-on 2 cores, `--quick` (2 rounds of 3 s phases, no `open` phase) ~2. It reuses scripts/bench_overhead.py's servers and load generator:
+Not a test (CI never runs it); loopback only; stops by itself. The full run takes ~12 minutes
+on 2 cores, `--quick` (2 rounds of 2 s phases: baseline, polite, impolite) about 2. It reuses
+scripts/bench_overhead.py's servers and load generator, and starts two stacks side by side, one
+with in-process counters and one whose REDIS_URL points at a Debian redis-server on a free
+loopback port (`--save ''`; --no-redis: only the first):
 
-    fake provider   tests/support/fake_openai.py: answers AT ONCE (bench-model) or streams
-                    10 deltas 10 ms apart (bench-stream), so every admitted request costs
-                    LiteLLM and the BFF their full CPU with no provider time to hide it
+    fake provider   tests/support/fake_openai.py, in one of two latency modes (--latency both:
+                    each round runs both):
+                    instant    answers AT ONCE (bench-model) or streams 10 deltas 10 ms apart
+                               (bench-stream): every admitted request costs LiteLLM and the BFF
+                               their full CPU with no provider time to hide it (the harsh case)
+                    realistic  bench-latency: answers after 300-800 ms, streams 60 deltas 50 ms
+                               apart (~3 s), as a real provider
     LiteLLM         .venv-litellm/bin/litellm
-    BFF             `python -m bff` with a policy and static users this script writes into a
-                    temporary directory (not config/): no budgets, and per user
+    BFF             `python -m bff` (--bff-source DIR: from another checkout's backend/, for
+                    before/after figures) with a policy and static users this script writes into
+                    a temporary directory (not config/): no budgets, and per user
 
         bench-victim          8 in flight, 1,000,000 requests and 10^9 tokens a minute (so its
                               limit checks run, but never refuse it)
@@ -22,33 +31,36 @@ on 2 cores, `--quick` (2 rounds of 3 s phases, no `open` phase) ~2. It reuses sc
         bench-flood-rpm       8 in flight, --flood-rpm requests a minute (120): soon all refused
         bench-flood-open      no limits at all
 
-The victim sends non-streaming chat in a closed loop of --victim-workers, each pausing
---victim-pause-ms between requests (a steady, modest rate). Each round runs these phases,
-in an order rotated every round so machine noise (and the minute windows) hit all alike:
+The victim sends non-streaming chat in a closed loop of --victim-workers (realistic:
+--realistic-victim-workers), each pausing --victim-pause-ms between requests. Each round runs,
+for each latency mode and each stack (their order alternating every round), these phases in an
+order rotated every round, so machine noise (and the minute windows) hit all alike:
 
     baseline   the victim alone
-    limited    the victim while bench-flood-limited floods: --flood-requests concurrent
-               non-streaming requests and --flood-streams concurrent streams, each worker
-               sending again at once after an answer and --refused-pause-ms after a 429
-               (it ignores Retry-After; the pause only keeps this process's CPU modest)
-    polite     the same flood from bench-flood-limited, but its workers wait 1 s after a 429
-               (the Retry-After of a concurrency refusal), as an SDK that honours it does
-    rpm        the same flood from bench-flood-rpm (its minute's quota is soon used up)
-    open       the same flood from bench-flood-open: what the limits buy (--no-open skips)
+    polite     bench-flood-limited floods: --flood-requests concurrent non-streaming requests and
+               --flood-streams concurrent streams, each worker sending again at once after an
+               answer and waiting 1 s after a 429 (its Retry-After), as an SDK that honours it
+    impolite   the same flood, but after a 429 each worker retries after only --refused-pause-ms
+               (20: at once, as far as this load generator can; with 0 the generator's own loop,
+               which the victim shares, becomes the bottleneck)
+    rpm        the impolite flood from bench-flood-rpm (its minute's quota is soon used up);
+               --no-rpm skips it (--quick: skipped)
+    open       the same flood from bench-flood-open: what the limits buy (--no-open skips;
+               --quick: skipped)
 
-Per phase it prints the victim's p50/p95/p99 (all its requests of that phase, pooled over the
-rounds) and their ratio to the baseline, the baseline's round-to-round spread (the noise), the
-flooder's answered and refused counts by status and error code, the most flood requests seen
-in flight at once (client side: an upper bound of what the BFF admitted), the BFF's CPU per
-flood answer (200 or 429; its CPU less the victim's share at the baseline's cost), and the CPU each
-process used (% of one core) during the victim's window, with the BFF's CPU per victim request
-in the baseline. With --redis (the default) the whole run is repeated against a BFF whose
-REDIS_URL points at a Debian redis-server started on a free loopback port (`--save ''`), so
-the counters' Redis round trips are in the picture.
+Per stack and latency mode it prints the victim's p50/p95/p99 (all its requests of that phase,
+pooled over the rounds) and their ratio to the baseline, the baseline's round-to-round spread
+(the noise: max/min of its per-round p50), and a verdict per flood phase: PASS when the
+phase's pooled p50 ratio is within that spread, else MISS (`open` is shown, not judged). Then
+the flooder's answered and refused counts by status and error code, the most flood requests
+seen in flight at once (client side: an upper bound of what the BFF admitted), the BFF's CPU
+per flood answer (200 or 429; its CPU less the victim's share at the baseline's cost), and the
+CPU each process used (% of one core) during the victim's window.
 
-Exit status: 0 when the run completed (whatever the figures), 1 when a server failed, the
-victim got any error, a flooder got an answer other than 200 or 429 (or a 429 without limits),
-or the time budget ran out. Linux only (CPU from /proc). Needs the standard library and httpx.
+Exit status: 0 when the run completed (whatever the figures and verdicts), 1 when a server
+failed, the victim got any error, a flooder got an answer other than 200 or 429 (or a 429
+without limits), or the time budget ran out. Linux only (CPU from /proc). Needs the standard
+library and httpx.
 """
 
 from __future__ import annotations
@@ -93,7 +105,9 @@ from bench_processes import BenchError, Child, free_port, session_token
 REDIS_BIN = Path(os.environ.get("REDIS_SERVER", "/usr/bin/redis-server"))
 VICTIM = "bench-victim"
 FLOODERS = {"limited": "bench-flood-limited", "rpm": "bench-flood-rpm", "open": "bench-flood-open"}
-FLOODER_OF = {"limited": "limited", "polite": "limited", "rpm": "rpm", "open": "open"}  # phase -> flooder
+FLOODER_OF = {"impolite": "limited", "polite": "limited", "rpm": "rpm", "open": "open"}  # phase -> flooder
+MODELS = {"instant": ("bench-model", "bench-stream"), "realistic": ("bench-latency", "bench-latency")}  # chat, stream
+STOP_WAIT_SECONDS = 0.5  # at a phase's end, flood requests still running after this are cancelled
 POLITE_PAUSE_SECONDS = 1.0  # the Retry-After of a concurrency refusal
 CLIENT_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, httpx.HTTPError, ValueError)
 PROBLEM = re.compile(r"HTTP (\d{3}): (.*)", re.DOTALL)
@@ -225,18 +239,23 @@ async def flood_worker(client: RawPath, kind: str, flood: Flood, stop: asyncio.E
 class Bench:
     """One running set of servers (with or without Redis) and the clients for it."""
 
-    def __init__(self, stack: Stack, redis: Child | None, args: argparse.Namespace, deadline: float):
-        self.stack, self.args, self.deadline = stack, args, deadline
+    def __init__(self, stack: Stack, redis: Child | None, args: argparse.Namespace, deadline: float, latency: str):
+        self.stack, self.args, self.deadline, self.latency = stack, args, deadline, latency
         self.children = {**stack.children(), **({"redis": redis} if redis is not None else {})}
+        self.victim_workers = args.victim_workers if latency == "instant" else args.realistic_victim_workers
+        chat_model, stream_model = MODELS[latency]
         chat = WORKLOADS["chat"]
+        if chat_model != "bench-model":
+            chat = Workload("chat", CHAT_PATH, json.dumps({"model": chat_model, "messages": MESSAGES}).encode(),
+                            False, chat.marker)
         stream = Workload(
             "stream", CHAT_PATH,
-            json.dumps({"model": "bench-stream", "messages": MESSAGES, "stream": True,
+            json.dumps({"model": stream_model, "messages": MESSAGES, "stream": True,
                         "stream_options": {"include_usage": True}}).encode(),
             True, b"data: [DONE]",
         )
         url = stack.bff_url
-        self.victim = RawPath(url, session_token(VICTIM, WEBUI_SECRET), args.victim_workers, chat)
+        self.victim = RawPath(url, session_token(VICTIM, WEBUI_SECRET), self.victim_workers, chat)
         self.flooders = {
             phase: (RawPath(url, session_token(user, WEBUI_SECRET), args.flood_requests, chat),
                     RawPath(url, session_token(user, WEBUI_SECRET), args.flood_streams, stream))
@@ -245,9 +264,10 @@ class Bench:
 
     async def warm_up(self) -> None:
         """Opens connections, fills the BFF's catalog and caches; errors here mean the setup is broken."""
-        runs = [("victim", self.victim, 300, self.args.victim_workers)]
+        realistic = self.latency == "realistic"
+        runs = [("victim", self.victim, 40 if realistic else 300, self.victim_workers)]
         requests, streams = self.flooders["limited"]
-        runs += [("flooder", requests, 100, 4), ("flooder stream", streams, 20, 4)]
+        runs += [("flooder", requests, 16 if realistic else 100, 4), ("flooder stream", streams, 4 if realistic else 20, 4)]
         for name, client, total, concurrency in runs:
             warm = await drive("chat", name, client, total, concurrency, self.stack, 0, self.deadline)
             if warm.errors:
@@ -263,7 +283,7 @@ class Bench:
         tasks: list[asyncio.Task[None]] = []
         latencies: list[float] = []
         victim_errors: list[str] = []
-        await self.victim.prepare(args.victim_workers)
+        await self.victim.prepare(self.victim_workers)
         try:
             async with asyncio.timeout(max(self.deadline - time.monotonic(), 0.001)):
                 flood_began = time.perf_counter()
@@ -298,15 +318,15 @@ class Bench:
 
                 cpu_before, loadgen_before, machine_before = self.cpu_now(), time.process_time(), machine_busy_seconds()
                 opened = time.perf_counter()
-                await asyncio.gather(*(victim_worker() for _ in range(args.victim_workers)))
+                await asyncio.gather(*(victim_worker() for _ in range(self.victim_workers)))
                 window = time.perf_counter() - opened
                 cpu = {name: value - cpu_before[name] for name, value in self.cpu_now().items()}
                 cpu["loadgen"] = time.process_time() - loadgen_before
                 cpu["other"] = max(machine_busy_seconds() - machine_before - sum(cpu.values()), 0.0)
 
                 stop.set()
-                if tasks:
-                    await asyncio.gather(*tasks)
+                if tasks:  # streams of the realistic provider run for seconds: the rest are cancelled
+                    await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
                 if flood is not None:
                     flood.seconds = time.perf_counter() - flood_began
         except TimeoutError:
@@ -315,6 +335,11 @@ class Bench:
             stop.set()
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # cancelled mid-answer: their connections are not reusable
+            requests, streams = self.flooders[FLOODER_OF[phase]]
+            await requests.aclose()
+            await streams.aclose()
         await asyncio.sleep(DRAIN_SECONDS)
         return PhaseRun(phase, round_no, latencies, victim_errors, window, cpu, flood)
 
@@ -325,28 +350,38 @@ class Bench:
             await streams.aclose()
 
 
-async def measure(stack: Stack, redis: Child | None, args: argparse.Namespace, deadline: float,
-                  label: str) -> list[PhaseRun]:
-    bench = Bench(stack, redis, args, deadline)
-    phases = ["baseline", "limited", "polite", "rpm", *(["open"] if args.open else [])]
-    runs: list[PhaseRun] = []
+def phases(args: argparse.Namespace) -> list[str]:
+    return ["baseline", "polite", "impolite", *(["rpm"] if args.rpm else []), *(["open"] if args.open else [])]
+
+
+async def measure(benches: dict[tuple[str, str], Bench], args: argparse.Namespace) -> dict[tuple[str, str], list[PhaseRun]]:
+    """Every round: each latency mode, each stack (order alternating), every phase (order rotated)."""
+    runs: dict[tuple[str, str], list[PhaseRun]] = {key: [] for key in benches}
+    order = phases(args)
     try:
-        await bench.warm_up()
+        for bench in benches.values():
+            await bench.warm_up()
         for round_no in range(1, args.rounds + 1):
-            shift = (round_no - 1) % len(phases)
-            for phase in phases[shift:] + phases[:shift]:
-                run = await bench.phase(phase, round_no)
-                runs.append(run)
-                flood = run.flood
-                extra = ""
-                if flood is not None:
-                    extra = (f"  flood answered {sum(flood.answered.values()):>5} refused "
-                             f"{sum(flood.refused.values()):>6}")
-                print(f"[{label}] round {round_no} {phase:<8} victim {len(run.latencies_ms):>5} req  "
-                      f"p50 {percentile(sorted(run.latencies_ms), 50):6.2f} ms  "
-                      f"p95 {percentile(sorted(run.latencies_ms), 95):6.2f} ms{extra}", flush=True)
+            keys = list(benches)
+            if round_no % 2 == 0:
+                keys.reverse()
+            shift = (round_no - 1) % len(order)
+            for key in keys:
+                bench = benches[key]
+                for phase in order[shift:] + order[:shift]:
+                    run = await bench.phase(phase, round_no)
+                    runs[key].append(run)
+                    flood = run.flood
+                    extra = ""
+                    if flood is not None:
+                        extra = (f"  flood answered {sum(flood.answered.values()):>5} refused "
+                                 f"{sum(flood.refused.values()):>6}")
+                    print(f"[{key[0]}, {key[1]}] round {round_no} {phase:<8} victim {len(run.latencies_ms):>5} req  "
+                          f"p50 {percentile(sorted(run.latencies_ms), 50):7.2f} ms  "
+                          f"p95 {percentile(sorted(run.latencies_ms), 95):7.2f} ms{extra}", flush=True)
     finally:
-        await bench.close()
+        for bench in benches.values():
+            await bench.close()
     return runs
 
 
@@ -395,10 +430,11 @@ def report(label: str, runs: list[PhaseRun], args: argparse.Namespace) -> dict[s
         figures[phase] = fig
 
     base = figures["baseline"]
-    names = {"baseline": "baseline (victim alone)", "limited": f"flood, {args.flood_concurrent} in flight",
-             "polite": f"polite flood, {args.flood_concurrent} in fl.", "rpm": f"flood, {args.flood_rpm} req/min",
-             "open": "flood, no limits"}
-    print(f"\n[{label}] victim: non-streaming chat, {args.victim_workers} workers closed loop with "
+    names = {"baseline": "baseline (victim alone)", "impolite": f"impolite, {args.flood_concurrent} in flight",
+             "polite": f"polite, {args.flood_concurrent} in flight", "rpm": f"impolite, {args.flood_rpm} req/min",
+             "open": "impolite, no limits"}
+    workers = args.victim_workers if "instant" in label else args.realistic_victim_workers
+    print(f"\n[{label}] victim: non-streaming chat, {workers} workers closed loop with "
           f"{args.victim_pause_ms:g} ms pause; all its requests of each phase pooled over {args.rounds} rounds")
     print(f"  {'phase':<26}{'requests':>9}{'req/s':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
           f"{'x p50':>7}{'x p95':>7}{'x p99':>7}   per-round p50 ms")
@@ -413,9 +449,16 @@ def report(label: str, runs: list[PhaseRun], args: argparse.Namespace) -> dict[s
     print(f"  noise: the baseline alone varies {min(p50s):.2f}-{max(p50s):.2f} ms p50 (x{noise_p50:.2f}) and "
           f"{min(p95s):.2f}-{max(p95s):.2f} ms p95 (x{noise_p95:.2f}) between rounds")
     base["noise_p50_ratio"], base["noise_p95_ratio"] = noise_p50, noise_p95
+    for phase, fig in figures.items():
+        if phase in ("baseline", "open"):
+            continue
+        fig["p50_ratio"] = ratio(fig["p50_ms"], base["p50_ms"])
+        fig["verdict"] = "PASS" if fig["p50_ratio"] <= noise_p50 else "MISS"
+        print(f"  {fig['verdict']}: {names[phase]}: victim p50 x{fig['p50_ratio']:.2f} of the baseline's, "
+              f"{'within' if fig['verdict'] == 'PASS' else 'beyond'} its noise x{noise_p50:.2f}")
 
-    print(f"\n[{label}] flooder: {args.flood_requests} concurrent requests + {args.flood_streams} concurrent streams "
-          f"(bench-stream, ~100 ms each), {args.refused_pause_ms:g} ms pause after a 429")
+    print(f"\n[{label}] flooder: {args.flood_requests} concurrent requests + {args.flood_streams} concurrent streams, "
+          f"after a 429 a pause of {args.refused_pause_ms:g} ms (impolite) or 1 s (polite)")
     print(f"  {'phase':<26}{'answered':>9}{'(req':>7}{'stream)':>8}{'ans/s':>7}{'refused':>9}{'ref/s':>7}"
           f"{'max in flight':>14}{'BFF ms/answer':>14}   refusals by status and code")
     for phase, fig in figures.items():
@@ -429,7 +472,7 @@ def report(label: str, runs: list[PhaseRun], args: argparse.Namespace) -> dict[s
         f["bff_cpu_ms_per_flood_answer"] = max(flood_ms, 0.0) / (f["answered_per_s"] + f["refused_per_s"])
         print(f"  {names[phase]:<26}{total:>9}{f['answered'].get('request', 0):>7}{f['answered'].get('stream', 0):>8}"
               f"{f['answered_per_s']:>7.0f}{sum(f['refused'].values()):>9}{f['refused_per_s']:>7.0f}"
-              f"{f['max_in_flight']:>14}{f['bff_cpu_ms_per_flood_answer']:>14.2f}   {codes}")
+              f"{f['max_in_flight']:>14}{f['bff_cpu_ms_per_flood_answer']:>14.3f}   {codes}")
     print("  (max in flight: the most answered flood requests whose client-side send..done overlapped, an upper "
           "bound of what the BFF admitted;\n   BFF ms/answer: its CPU less the victim's share at the baseline's cost, "
           "per flood answer, 200 or 429)")
@@ -459,31 +502,59 @@ def run(args: argparse.Namespace, work_dir: Path, began: float, deadline: float)
     (work_dir / "policy.flood.yaml").write_text(json.dumps(policy(args), indent=2))  # JSON is valid YAML
     (work_dir / "users.flood.yaml").write_text(json.dumps(static_users(), indent=2))
     bff_env = {"POLICY_FILE": str(work_dir / "policy.flood.yaml"), "STATIC_ROLES_FILE": str(work_dir / "users.flood.yaml")}
-    print("The fake provider answers at once (bench-model) and streams 10 deltas 10 ms apart (bench-stream): every "
-          "admitted flood request costs LiteLLM and the BFF their whole CPU, with no provider time to hide it.",
-          flush=True)
-    out: dict[str, Any] = {}
-    variants = ["in-process counters", *(["Redis counters"] if args.redis else [])]
-    for variant in variants:
-        with contextlib.ExitStack() as servers:
+    if args.bff_source:
+        bff_env["PYTHONPATH"] = str(args.bff_source.resolve())
+    latencies = ["instant", "realistic"] if args.latency == "both" else [args.latency]
+    print("Latency modes: " + "; ".join(
+        {"instant": "instant (bench-model answers at once, bench-stream: 10 deltas 10 ms apart)",
+         "realistic": "realistic (bench-latency: 300-800 ms answers, ~3 s streams)"}[mode] for mode in latencies),
+        flush=True)
+    variants = ["in-process", *(["Redis"] if args.redis else [])]
+    with contextlib.ExitStack() as servers:
+        stacks: dict[str, tuple[Stack, Child | None]] = {}
+        for variant in variants:
             env, redis = dict(bff_env), None
-            sub = work_dir / ("redis" if variant.startswith("Redis") else "memory")
+            sub = work_dir / variant.lower()
             sub.mkdir()
-            if variant.startswith("Redis"):
+            if variant == "Redis":
                 url, redis = servers.enter_context(running_redis(sub))
                 env["REDIS_URL"] = url
             stack = servers.enter_context(running_stack(sub, bff_env=env))
-            print(f"\n[{variant}] servers up at {time.monotonic() - began:.0f} s: BFF {stack.bff_url}"
+            stacks[variant] = (stack, redis)
+            print(f"[{variant}] servers up at {time.monotonic() - began:.0f} s: BFF {stack.bff_url}"
                   + (f", REDIS_URL {env['REDIS_URL']}" if redis else ""), flush=True)
-            try:
-                runs = asyncio.run(measure(stack, redis, args, deadline, variant))
-            except (OSError, BenchError):
+        benches = {(variant, latency): Bench(stack, redis, args, deadline, latency)
+                   for latency in latencies for variant, (stack, redis) in stacks.items()}
+
+        async def measured() -> dict[tuple[str, str], list[PhaseRun]]:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                return await measure(benches, args)
+
+        try:
+            runs = asyncio.run(measured())
+        except TimeoutError:
+            raise BenchError("time budget exhausted (--max-seconds)") from None
+        except (OSError, BenchError):
+            for stack, _ in stacks.values():
                 check_alive(stack)
-                raise
+            raise
+        for stack, redis in stacks.values():
             check_alive(stack)
             if redis is not None and not redis.alive():
                 raise BenchError(f"redis-server died during the run:\n{redis.log_tail()}")
-            out[variant] = report(variant, runs, args)
+    out: dict[str, Any] = {}
+    for (variant, latency), group in runs.items():
+        out[f"{variant}, {latency}"] = report(f"{variant}, {latency}", group, args)
+    print("\nSummary: victim p50 ratio to the baseline per phase, and the baseline's own noise (max/min of its per-round p50)")
+    order = [phase for phase in phases(args) if phase != "baseline"]
+    print(f"  {'stack, latency':<24}{'noise':>8}" + "".join(f"{phase:>16}" for phase in order))
+    for label, figures in out.items():
+        cells = []
+        for phase in order:
+            fig = figures.get(phase, {})
+            ratio_p50 = ratio(fig.get("p50_ms", math.nan), figures["baseline"]["p50_ms"])
+            cells.append(f"x{ratio_p50:.2f} {fig.get('verdict', '(shown)'):<7}".rjust(16))
+        print(f"  {label:<24}{'x' + format(figures['baseline']['noise_p50_ratio'], '.2f'):>8}" + "".join(cells))
     return out
 
 
@@ -493,27 +564,37 @@ def _stop_on_sigterm(_signum: int, _frame: object) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s phases, no --open (~2 minutes)")
-    parser.add_argument("--rounds", type=int, help="rounds, every phase once per round (5; --quick 2)")
-    parser.add_argument("--phase-seconds", type=float, help="the victim's window per phase (8; --quick 3)")
-    parser.add_argument("--victim-workers", type=int, default=2, help="the victim's closed-loop workers (2)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 rounds of 2 s phases, no --rpm or --open (about 2 minutes)")
+    parser.add_argument("--rounds", type=int, help="rounds, every phase once per round (4; --quick 2)")
+    parser.add_argument("--phase-seconds", type=float, help="the victim's window per phase (6; --quick 2)")
+    parser.add_argument("--latency", choices=["instant", "realistic", "both"], default="both",
+                        help="the fake provider's answer time (both: each round runs both)")
+    parser.add_argument("--victim-workers", type=int, default=2, help="the victim's closed-loop workers, instant (2)")
+    parser.add_argument("--realistic-victim-workers", type=int, default=8,
+                        help="the victim's closed-loop workers, realistic (8: its in-flight limit)")
     parser.add_argument("--victim-pause-ms", type=float, default=10, help="each victim worker's pause between requests (10)")
     parser.add_argument("--flood-requests", type=int, default=96, help="the flooder's concurrent non-streaming requests (96)")
     parser.add_argument("--flood-streams", type=int, default=32, help="the flooder's concurrent streams (32)")
     parser.add_argument("--flood-concurrent", type=int, default=8, help="bench-flood-limited's concurrent_requests (8)")
     parser.add_argument("--flood-rpm", type=int, default=120, help="bench-flood-rpm's requests_per_minute (120)")
     parser.add_argument("--refused-pause-ms", type=float, default=20, help="a flood worker's pause after a 429 (20)")
+    parser.add_argument("--rpm", action=argparse.BooleanOptionalAction, default=None,
+                        help="also flood from a user over its requests per minute (default: yes, with --quick no)")
     parser.add_argument("--open", action=argparse.BooleanOptionalAction, default=None,
                         help="also flood from a user without limits (default: yes, with --quick no)")
     parser.add_argument("--redis", action=argparse.BooleanOptionalAction, default=True,
-                        help="repeat the run with REDIS_URL on a loopback redis-server (default: yes)")
-    parser.add_argument("--max-seconds", type=float, default=900, help="give up after this long (900)")
+                        help="also a stack with REDIS_URL on a loopback redis-server, side by side (default: yes)")
+    parser.add_argument("--bff-source", type=Path,
+                        help="run the BFF from this directory's bff package (another checkout's backend/)")
+    parser.add_argument("--max-seconds", type=float, default=1500, help="give up after this long (1500)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    args.rounds = args.rounds or (2 if args.quick else 5)
-    args.phase_seconds = args.phase_seconds or (3.0 if args.quick else 8.0)
+    args.rounds = args.rounds or (2 if args.quick else 4)
+    args.phase_seconds = args.phase_seconds or (2.0 if args.quick else 6.0)
     args.open = (not args.quick) if args.open is None else args.open
-    if min(args.rounds, args.victim_workers, args.flood_requests, args.flood_streams, args.flood_concurrent,
+    args.rpm = (not args.quick) if args.rpm is None else args.rpm
+    if min(args.rounds, args.victim_workers, args.realistic_victim_workers, args.flood_requests, args.flood_streams, args.flood_concurrent,
            args.flood_rpm) < 1 or args.phase_seconds <= 0:
         parser.error("counts, --rounds and --phase-seconds must be positive")
     if not LITELLM_BIN.exists():

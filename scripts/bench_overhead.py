@@ -165,6 +165,14 @@ def litellm_config(provider_url: str) -> dict[str, Any]:
                 "model_info": {"gateway_tier": "mini"},
             },
             {
+                "model_name": "bench-latency",
+                # a realistic provider: 300-800 ms answers, ~3 s streams (scripts/bench_flood.py --latency realistic)
+                "litellm_params": {
+                    "model": "openai/bench-latency", "input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7, **base
+                },
+                "model_info": {"gateway_tier": "mini"},
+            },
+            {
                 "model_name": "bench-embed",
                 "litellm_params": {"model": "openai/text-embedding-3-small", **base},
                 "model_info": {"mode": "embedding", "gateway_tier": "mini"},

@@ -47,6 +47,7 @@ import asyncio
 import base64
 import io
 import json
+import random
 import re
 import struct
 import threading
@@ -73,6 +74,9 @@ LONG_STREAM_SECONDS = 30.0
 USAGE_DELAY_SECONDS = 1.0
 DROP_AFTER_CHUNKS = 2
 LOCKSTEP_PATIENCE_SECONDS = 10.0
+# bench-latency (scripts/bench_flood.py --latency realistic): a provider's own answer time
+LATENCY_ANSWER_SECONDS = (0.3, 0.8)  # non-streaming: uniform in this range
+LATENCY_STREAM_DELTAS, LATENCY_STREAM_GAP_SECONDS = 60, 0.05  # a stream of ~3 s
 
 EMBEDDING_DIMENSIONS = 8
 EMBEDDING_TOKENS_PER_INPUT = 5
@@ -278,9 +282,13 @@ def create_fake_provider(state: FakeProviderState) -> Starlette:
                 pieces, gap = [f"piece{i} " for i in range(DROP_AFTER_CHUNKS + 3)], 0.05
             elif model == "bench-stream":  # scripts/bench_overhead.py --mode stream: 10 deltas, 10 ms apart
                 pieces, gap = [f"tok{i} " for i in range(10)], 0.01
+            elif model == "bench-latency":  # a realistic stream: ~3 s
+                pieces, gap = [f"tok{i} " for i in range(LATENCY_STREAM_DELTAS)], LATENCY_STREAM_GAP_SECONDS
             else:
                 pieces, gap = ["Hello ", "from the ", "fake provider."], 0.0
             return StreamingResponse(stream(model, pieces, gap, record), media_type="text/event-stream")
+        if model == "bench-latency":  # a realistic answer time
+            await asyncio.sleep(random.uniform(*LATENCY_ANSWER_SECONDS))
         return JSONResponse(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
