@@ -2,7 +2,7 @@
 """Shows whether one user's flood slows another user's requests: per-user rate limits under load.
 
     .venv/bin/python scripts/bench_flood.py [--quick] [--rounds 4] [--phase-seconds 6]
-        [--latency instant|realistic|both] [--victim-workers 2] [--realistic-victim-workers 8]
+        [--latency instant|realistic|both] [--victim-workers 2] [--realistic-victim-workers 6]
         [--victim-pause-ms 10] [--flood-requests 96] [--flood-streams 32] [--flood-concurrent 8]
         [--flood-rpm 120] [--refused-pause-ms 20] [--rpm | --no-rpm] [--open | --no-open]
         [--redis | --no-redis] [--bff-source DIR] [--max-seconds 1500] [--json PATH]
@@ -571,8 +571,8 @@ def main() -> int:
     parser.add_argument("--latency", choices=["instant", "realistic", "both"], default="both",
                         help="the fake provider's answer time (both: each round runs both)")
     parser.add_argument("--victim-workers", type=int, default=2, help="the victim's closed-loop workers, instant (2)")
-    parser.add_argument("--realistic-victim-workers", type=int, default=8,
-                        help="the victim's closed-loop workers, realistic (8: its in-flight limit)")
+    parser.add_argument("--realistic-victim-workers", type=int, default=6,
+                        help="the victim's closed-loop workers, realistic (6: under its 8 in flight, as a slot is freed just after the answer is sent)")
     parser.add_argument("--victim-pause-ms", type=float, default=10, help="each victim worker's pause between requests (10)")
     parser.add_argument("--flood-requests", type=int, default=96, help="the flooder's concurrent non-streaming requests (96)")
     parser.add_argument("--flood-streams", type=int, default=32, help="the flooder's concurrent streams (32)")
