@@ -1,14 +1,18 @@
 """The request pipeline: every LLM call takes these steps, in this order.
 
-    1. admit      pipeline/admission.py  the route's Operation: span, authenticate, role,
-                                         permission, budget (before the body is read)
-    2. body       pipeline/bodies.py     bounded JSON, validated (chat: pipeline/llm_bodies.py)
-    3. authorize  policy/                the model (an experiment's variant; past the budget: its downgrade), every fallback
-                                         target it could reach, the prompt's tokens per minute
+    1. admit      pipeline/admission.py  the route's Operation: authenticate, role, permission,
+                                         budget, rate limits (before the body is read); then the
+                                         span (a refusal here is written as its span row at once)
+    2. body       pipeline/bodies.py     bounded JSON in bounded time, validated (pipeline/llm_bodies.py)
+    3. authorize  policy/                the model: Open-WebUI task routing, an experiment's variant,
+                                         the policy, past the budget its downgrade; every fallback
+                                         target it could reach; the prompt's tokens per minute
     4. upstream   pipeline/llm_bodies.py  exactly what was validated + user, usage, fallbacks
     5. forward    upstream/litellm.py    pure I/O; streams relayed by pipeline/stream_relay.py
-    6. account    pipeline/accounting.py tokens, cost and outcome from LiteLLM's figures
-    7. record     pipeline/context.py    once the response is sent: budget charge, the one span
+    6. account    pipeline/accounting.py tokens, cost and outcome from LiteLLM's figures; the cost
+                                         counts in the budget before the answer goes out
+    7. record     pipeline/context.py    once the response is sent: the slot freed and tokens
+                                         settled, budget alerts, the one span
 
 Routes are thin adapters: they declare their Operation and body, call one function
 here, and shape the answer.
