@@ -96,6 +96,12 @@ def openwebui_state(openwebui: tuple[ThreadServer, FakeOpenWebUIState]) -> FakeO
 class Bff:
     url: str
     settings: Settings
+    server: ThreadServer | None = None
+
+    def stop(self) -> None:
+        """Stops it before the session ends (a BFF with background work, e.g. a feedback poller)."""
+        if self.server is not None:
+            self.server.stop()
 
     def client(self, token: str | None = None, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Client:
         auth = {"Authorization": f"Bearer {token}"} if token else {}
@@ -156,7 +162,7 @@ def bff_factory(
         # as bff/__main__.py runs it: the prefix, keep-alive, the bounded request head (bff/serving.py)
         server = ThreadServer(create_app(settings), options=uvicorn_options(settings)).start()
         servers.append(server)
-        return Bff(url=server.url, settings=settings)
+        return Bff(url=server.url, settings=settings, server=server)
 
     yield start
     for server in servers:

@@ -54,15 +54,19 @@ def _experiments_file() -> Path:
 
 
 @pytest.fixture(scope="module")
-def sync_bff(bff_factory: BffFactory, admin_token: str) -> Bff:
-    """A BFF that polls Open-WebUI every 0.3 s and checks for deletions on every poll."""
-    return bff_factory(
+def sync_bff(bff_factory: BffFactory, admin_token: str) -> Iterator[Bff]:
+    """A BFF that polls Open-WebUI every 0.3 s and checks for deletions on every poll. Stopped
+    with this module: a poller's deletion check tombstones every rating the fake Open-WebUI does
+    not hold, including those that later tests store in the shared ClickHouse by other means."""
+    bff = bff_factory(
         open_webui_admin_token=admin_token,
         feedback_sync_interval_seconds=0.3,
         feedback_sync_deletions_every=1,
         feedback_sync_timeout_seconds=1.0,
         experiments_file=_experiments_file(),
     )
+    yield bff
+    bff.stop()
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +248,7 @@ def test_resent_and_resynced_is_idempotent_and_the_latest_row_per_message_counts
     _wait(lambda: _feedback(twin, admin_token)["sync"]["last_success_at"], what="the twin's first sync")
     assert _counts(_feedback(twin, admin_token, user=user_id)["rows"]) == {"fake-mini": (1, 1)}
     assert _counts(_feedback(sync_bff, admin_token, user=user_id)["rows"]) == {"fake-mini": (1, 1)}
+    twin.stop()
     for feedback in (first, second):
         assert len(_stored(store, feedback.id)) == 1
 
@@ -386,3 +391,4 @@ def test_first_sync_pages_through_everything(
     calls = openwebui_state.evaluation_calls[before:]
     assert any("page=3" in call and "order_by=updated_at" in call and "direction=desc" in call for call in calls)
     assert any(call.endswith("/feedbacks/all/ids") for call in calls)  # deletions checked at start
+    fresh.stop()
