@@ -1,14 +1,13 @@
 """Counters behind the rate limits: in this process, or in Redis shared by every replica.
 
-Two primitives, each one atomic step (a Lua script in Redis), so N replicas enforce one
-limit exactly: the request that would cross a limit is refused, never a few after it.
-- fixed windows: `take` adds `cost` to a counter of the current window unless that would
-  pass `limit`; `adjust` corrects it afterwards (tokens settled from usage);
-- in-flight sets: `acquire` adds a member unless `limit` are already in, each member with
-  a lease (a replica that dies mid-request frees its slots when their leases run out).
-A paid call's two steps combine them, so each costs one Redis round trip (a refusal in a
-flood included): `admit` (a slot in flight, then one request in the minute, and the tokens
-used so far; a refused request takes neither) and `finish` (frees the slot, settles tokens).
+Each step is atomic (a Lua script in Redis), so N replicas enforce one limit exactly: the
+request that would cross a limit is refused, never a few after it. Windows are fixed whole
+minutes; a slot in flight has a lease (a replica that dies mid-request frees its slots when
+their leases run out). A paid call costs two round trips, a refusal in a flood one:
+- `admit`: a slot in flight, then one request in the minute, and the tokens used so far
+  (a refused request takes neither);
+- `take`: the prompt's token estimate, unless it would pass the limit;
+- `finish`: frees the slot and settles the estimate with the real usage.
 """
 
 import time
@@ -51,12 +50,6 @@ class RateCounters(Protocol):
     async def take(self, key: str, cost: int, limit: int, window_seconds: int) -> Taken: ...
 
     async def used(self, key: str, window_seconds: int) -> Taken: ...
-
-    async def adjust(self, key: str, window_start: int, delta: int, window_seconds: int) -> None: ...
-
-    async def acquire(self, key: str, member: str, limit: int, lease_seconds: float) -> bool: ...
-
-    async def release(self, key: str, member: str) -> None: ...
 
     async def admit(self, keys: AdmitKeys, window_seconds: int) -> Admission:
         """A slot in flight and one request counted, both or neither, in one atomic step."""
@@ -107,12 +100,12 @@ class MemoryCounters:
         now = time.time()
         return Taken(True, self._current(key, window_seconds, now), _reset(window_seconds, now))
 
-    async def adjust(self, key: str, window_start: int, delta: int, window_seconds: int) -> None:
+    async def _adjust(self, key: str, window_start: int, delta: int, window_seconds: int) -> None:
         stored = self._windows.get(key)
         if stored is not None and stored[0] == window_start:
             self._windows[key] = (window_start, max(0, stored[1] + delta))
 
-    async def acquire(self, key: str, member: str, limit: int, lease_seconds: float) -> bool:
+    async def _acquire(self, key: str, member: str, limit: int, lease_seconds: float) -> bool:
         now = time.monotonic()
         members = {m: end for m, end in self._inflight.get(key, {}).items() if end > now}
         if len(members) >= limit:
@@ -122,7 +115,7 @@ class MemoryCounters:
         self._inflight[key] = members
         return True
 
-    async def release(self, key: str, member: str) -> None:
+    async def _release(self, key: str, member: str) -> None:
         members = self._inflight.get(key)
         if members is not None:
             members.pop(member, None)
@@ -139,7 +132,7 @@ class MemoryCounters:
             if not requests.allowed:
                 return Admission("requests", requests, None)
         if keys.concurrent is not None:
-            await self.acquire(keys.inflight, keys.member, keys.concurrent, keys.lease_seconds)  # not full: checked above
+            await self._acquire(keys.inflight, keys.member, keys.concurrent, keys.lease_seconds)  # not full: checked above
         tokens = await self.used(keys.tokens, window_seconds) if keys.tokens is not None else None
         return Admission(None, requests, tokens)
 
@@ -151,12 +144,12 @@ class MemoryCounters:
         self, inflight: str, member: str | None, tokens: str | None, reserved_in: int | None, delta: int, window_seconds: int
     ) -> None:
         if member is not None:
-            await self.release(inflight, member)
+            await self._release(inflight, member)
         if tokens is None:
             return
         current = window_start(window_seconds)
         if reserved_in == current:
-            await self.adjust(tokens, current, delta, window_seconds)
+            await self._adjust(tokens, current, delta, window_seconds)
         elif delta > 0:  # the estimate's window is over: what it missed counts now
             await self.take(tokens, delta, UNBOUNDED, window_seconds)
 
@@ -172,22 +165,6 @@ used = redis.call('INCRBY', KEYS[1], cost)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, used}
 """
-# KEYS[1] window counter; ARGV delta. Only an existing window is corrected, never below 0.
-_ADJUST = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local used = redis.call('INCRBY', KEYS[1], ARGV[1])
-if used < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
-return 1
-"""
-# KEYS[1] sorted set member -> lease end (ms); ARGV now ms, limit, lease end ms, member, ttl ms.
-_ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
-
 
 # KEYS[1] in-flight set, KEYS[2] request window, KEYS[3] token window ('' : not read).
 # ARGV now ms, concurrent limit (-1: none), lease end ms, member, set ttl ms, requests limit (-1: none), window ttl ms.
@@ -238,8 +215,6 @@ class RedisCounters:
     def __init__(self, redis: Redis):
         self._redis = redis
         self._take = redis.register_script(_TAKE)
-        self._adjust = redis.register_script(_ADJUST)
-        self._acquire = redis.register_script(_ACQUIRE)
         self._admit = redis.register_script(_ADMIT)
         self._finish = redis.register_script(_FINISH)
 
@@ -258,18 +233,6 @@ class RedisCounters:
         now = time.time()
         value = await self._redis.get(self._window_key(key, window_start(window_seconds, now)))
         return Taken(True, int(value or 0), _reset(window_seconds, now))
-
-    async def adjust(self, key: str, window_start: int, delta: int, window_seconds: int) -> None:
-        await self._adjust(keys=[self._window_key(key, window_start)], args=[delta])
-
-    async def acquire(self, key: str, member: str, limit: int, lease_seconds: float) -> bool:
-        now_ms = int(time.time() * 1000)
-        lease_ms = int(lease_seconds * 1000)
-        args: list[str | int] = [now_ms, limit, now_ms + lease_ms, member, lease_ms + 60_000]
-        return bool(await self._acquire(keys=[f"{KEY_PREFIX}rl:{key}"], args=args))
-
-    async def release(self, key: str, member: str) -> None:
-        await self._redis.zrem(f"{KEY_PREFIX}rl:{key}", member)
 
     async def admit(self, keys: AdmitKeys, window_seconds: int) -> Admission:
         now = time.time()
@@ -298,7 +261,7 @@ class RedisCounters:
         if member is None and tokens is None:
             return
         if tokens is None:
-            await self.release(inflight, member or "")
+            await self._redis.zrem(f"{KEY_PREFIX}rl:{inflight}", member or "")
             return
         now = time.time()
         current = window_start(window_seconds, now)
