@@ -1,18 +1,17 @@
 """Results of the A/B experiments of config/experiments.yaml, for admins (usage.all)."""
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query
 
-from bff.clickhouse import StoreQueryError, StoreUnavailable
-from bff.errors import ApiError, forbidden, not_found, unavailable
+from bff.errors import forbidden, not_found
 from bff.pipeline.call import Call
 from bff.pipeline.operations import CallerCall
 from bff.policy.experiments import NAME
 from bff.policy.model import Permission
+from bff.routes.usage import run_query
 from bff.services import Services, ServicesDep
 from bff.usage import experiment_queries as queries
 from bff.usage.experiment_models import ExperimentList, ExperimentResults
@@ -29,16 +28,6 @@ def _require_admin(services: Services, call: Call) -> None:
     services.access.require(principal, Permission.usage_all)
 
 
-async def _run(services: Services, work: Callable[[], T]) -> T:
-    try:
-        return await services.store.run(work)
-    except StoreUnavailable:
-        raise unavailable("the usage store (ClickHouse) is unavailable; chat is not affected", "usage_store_unavailable") from None
-    except StoreQueryError as exc:
-        log.error("experiment query refused by ClickHouse: %s", exc)  # never sent to the caller
-        raise ApiError(500, "the experiment query failed", "internal_error", "usage_query_failed") from None
-
-
 @router.get("", response_model=ExperimentList, summary="Every configured experiment, with requests per variant (usage.all)")
 async def list_experiments(services: ServicesDep, call: CallerCall) -> ExperimentList:
     _require_admin(services, call)
@@ -46,7 +35,7 @@ async def list_experiments(services: ServicesDep, call: CallerCall) -> Experimen
     counts: dict[str, dict[str, int]] = {}
     if configured:
         sql, params = queries.headline_sql(configured)
-        counts = queries.headline_result(await _run(services, lambda: services.store.query(sql, params)))
+        counts = queries.headline_result(await run_query(services, lambda: services.store.query(sql, params)))
     now = datetime.now(UTC)
     return ExperimentList(
         experiments=[queries.summary(experiment, now, counts.get(experiment.name, {})) for experiment in configured]
@@ -75,7 +64,7 @@ async def experiment_results(
     def work() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return services.store.query(figures_sql, params), services.store.query(ratings_sql, params)
 
-    figures, ratings = await _run(services, work)
+    figures, ratings = await run_query(services, work)
     counts = {str(row["variant"]): int(row["requests"]) for row in figures}
     summary = queries.summary(experiment, datetime.now(UTC), counts, span)
     return ExperimentResults(

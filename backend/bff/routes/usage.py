@@ -75,7 +75,8 @@ def usage_query(
 QueryDep = Annotated[queries.UsageQuery, Depends(usage_query)]
 
 
-async def _run(services: Services, work: Callable[[], T]) -> T:
+async def run_query(services: Services, work: Callable[[], T]) -> T:
+    """A usage-store read off the event loop; store failures as the API's errors (no details)."""
     try:
         return await services.store.run(work)
     except StoreUnavailable:
@@ -102,7 +103,7 @@ async def _names(services: Services, principal: Principal, user_ids: list[str]) 
 @router.get("/summary", response_model=SummaryResponse, summary="Totals over a time range")
 async def summary(services: ServicesDep, query: QueryDep) -> SummaryResponse:
     sql, params, plan = queries.summary_sql(query)
-    rows = await _run(services, _fetch(services, sql, params))
+    rows = await run_query(services, _fetch(services, sql, params))
     return SummaryResponse(
         range=query.range(), filters=query.applied(), source=plan.source, totals=queries.summary_result(rows)
     )
@@ -111,7 +112,7 @@ async def summary(services: ServicesDep, query: QueryDep) -> SummaryResponse:
 @router.get("/timeseries", response_model=TimeseriesResponse, summary="Totals per time bucket")
 async def timeseries(services: ServicesDep, query: QueryDep, bucket: Bucket = Bucket.day) -> TimeseriesResponse:
     sql, params, plan = queries.timeseries_sql(query, bucket)
-    rows = await _run(services, _fetch(services, sql, params))
+    rows = await run_query(services, _fetch(services, sql, params))
     return TimeseriesResponse(
         range=query.range(),
         filters=query.applied(),
@@ -130,7 +131,7 @@ async def breakdown(
     limit: Annotated[int, Query(ge=1, le=queries.MAX_ROWS)] = 50,
 ) -> BreakdownResponse:
     sql, params, plan = queries.breakdown_sql(query, by, limit)
-    rows = queries.breakdown_result(await _run(services, _fetch(services, sql, params)))
+    rows = queries.breakdown_result(await run_query(services, _fetch(services, sql, params)))
     if by is Dimension.user:
         names = await _names(services, call.caller, [row.key for row in rows])
         for row in rows:
@@ -151,7 +152,7 @@ async def session(
     def work() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return services.store.query(totals_sql, params), services.store.query(requests_sql, params)
 
-    totals, requests = await _run(services, work)
+    totals, requests = await run_query(services, work)
     return SessionResponse(
         session_id=session_id,
         totals=queries.summary_result(totals),
@@ -175,7 +176,7 @@ async def request_trace(services: ServicesDep, call: CallerCall, query: QueryDep
         trace_sql, trace_params = queries.trace_sql(rows[0]["trace_id"], rows[0]["timestamp"])
         return rows[0], services.store.query(trace_sql, trace_params)
 
-    row, spans = await _run(services, work)
+    row, spans = await run_query(services, work)
     if row is None:
         raise not_found(f"no stored request '{request_id}' in this range (spans are stored within seconds)", "request_not_found")
     named = (await _names(services, call.caller, [row["user_id"]])).get(row["user_id"])
@@ -225,7 +226,7 @@ async def alerts(
 ) -> BudgetAlertsResponse:
     """One row per alert sent (or recorded without a webhook): user, period, threshold, spend, delivery."""
     services.access.require(call.caller, Permission.usage_all)
-    rows = await _run(services, lambda: services.budget_alerts.recent(limit, user))
+    rows = await run_query(services, lambda: services.budget_alerts.recent(limit, user))
     return BudgetAlertsResponse(
         alerts=[
             BudgetAlert(
@@ -257,7 +258,7 @@ async def users(
 ) -> UsersResponse:
     """The users the gateway has seen, as it last saw them (otel.gateway_users), most recent first."""
     services.access.require(call.caller, Permission.usage_all)
-    rows = await _run(services, lambda: services.users.search(query, limit))
+    rows = await run_query(services, lambda: services.users.search(query, limit))
     return UsersResponse(
         users=[
             UserEntry(user_id=row["user_id"], name=row["name"] or None, email=row["email"] or None, role=row["role"],
@@ -292,7 +293,7 @@ async def feedback(
     span = queries.UsageQuery.build(from_, to)  # the range checks of the usage API
     query = feedback_queries.FeedbackQuery(span.start, span.end, by, experiment=experiment, model=model, user=user)
     sql, params = feedback_queries.feedback_sql(query)
-    rows = await _run(services, _fetch(services, sql, params))
+    rows = await run_query(services, _fetch(services, sql, params))
     status = services.feedback.status
     return FeedbackResponse(
         range=span.range(),
