@@ -41,7 +41,10 @@ SERVICE_KEY = "svc-test-service-key-0123456789"
 @pytest.fixture(scope="session")
 def fake_provider() -> Iterator[tuple[ThreadServer, FakeProviderState]]:
     state = FakeProviderState()
-    server = ThreadServer(create_fake_provider(state)).start()
+    # Idle connections kept longer than LiteLLM's pool keeps them (aiohttp: 15 s), as a real
+    # provider does: with uvicorn's 5 s LiteLLM now and then sent on a connection being closed
+    # ("Connection error", answered 500).
+    server = ThreadServer(create_fake_provider(state), keepalive_seconds=75).start()
     yield server, state
     server.stop()
 
