@@ -77,7 +77,6 @@ async def admit(services: Services, request: Request, call: Call) -> Principal:
     call.admit(principal)
     services.users.seen(principal)  # name and email go to the users table, never on the span
     call.budget_periods = await services.budgets.periods(principal)
-    call.budget = min(call.budget_periods, key=lambda status: status.remaining_usd, default=None)
     if call.budget is not None:
         call.response_headers.update(call.budget.headers())
     services.budget_alerts.admitted(principal, call.budget_periods, call.response_headers)  # x-budget-warning, alerts

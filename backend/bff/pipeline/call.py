@@ -41,8 +41,7 @@ class Call:
     auth_method: str | None = None
     session_id: str | None = None
     principal: Principal | None = None  # set once admitted
-    budget: BudgetStatus | None = None  # the binding budget period, when the caller has a limit
-    budget_periods: list[BudgetStatus] = field(default_factory=list)  # every limited period
+    budget_periods: list[BudgetStatus] = field(default_factory=list)  # every limited period of the caller
     downgrade_to: str | None = None  # past the budget: the model that serves this chat instead
     rate_lease: Lease | None = None  # the rate-limit slot and token reservation, released when sent
     charged: bool = False  # the cost is in the budget (before the answer went out)
@@ -71,6 +70,11 @@ class Call:
     response_headers: dict[str, str] = field(default_factory=dict)  # added to whatever answer is sent
     extra_attributes: dict[str, str | int | float] = field(default_factory=dict)  # operation-specific
     span_detached: bool = False  # a background job ends the span, not the middleware
+
+    @property
+    def budget(self) -> BudgetStatus | None:
+        """The binding budget period (least left), when the caller has a limit."""
+        return min(self.budget_periods, key=lambda status: status.remaining_usd, default=None)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -41,7 +41,7 @@ from bff.pipeline.stream_meter import BytesMeter, ChatMeter
 from bff.pipeline.stream_relay import PassThroughStream, StreamRelay, stream_response
 from bff.pipeline.uploads import Upload
 from bff.policy.budgets import budget_refusal
-from bff.policy.downgrade import CHAT_MODES, DOWNGRADED_HEADER, serves_instead
+from bff.policy.downgrade import DOWNGRADED_HEADER, costs_no_more, target_for
 from bff.policy.experiments import EXPERIMENT_HEADER, VARIANT_HEADER
 from bff.policy.models import authorize_model, may_use
 from bff.policy.routing import TASK_NAME
@@ -218,13 +218,13 @@ def _downgraded(
 ) -> tuple[LiteLLMBody, ModelEntry]:
     """Past the budget with `downgrade`: chat goes to the cheaper model; other operations are refused."""
     assert call.downgrade_to is not None
-    target = serves_instead(catalog, services.access.effective(call.caller), call.downgrade_to, entry)
+    target = target_for(services.access, catalog, call.caller, call.downgrade_to)
     if target is not None and operation.serves(target.mode):
+        if costs_no_more(catalog, entry, target):
+            return body, entry  # served as asked
         call.extra_attributes[attr.DOWNGRADED_FROM] = body.model
         call.response_headers[DOWNGRADED_HEADER] = body.model
         return body.model_copy(update={"model": target.name}), target
-    if entry.mode in CHAT_MODES and operation.serves(entry.mode) and target is None and catalog.get(call.downgrade_to):
-        return body, entry  # it costs no more than the downgrade: served as asked
     exhausted = [status for status in call.budget_periods if status.exhausted]
     raise budget_refusal(max(exhausted, key=lambda status: status.resets_at), None)
 

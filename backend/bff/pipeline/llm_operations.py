@@ -15,9 +15,9 @@ from bff.pipeline.llm_bodies import EmbeddingsRequest, LiteLLMBody, SpeechReques
 from bff.pipeline.stream_meter import BytesMeter, ChatMeter, ResponsesMeter, StreamMeter
 from bff.policy.model import Permission
 from bff.telemetry import attributes as attr
+from bff.upstream.catalog import CHAT_MODES
 
 Describe = Callable[[LiteLLMBody, dict[str, Any]], dict[str, str | int | float]]
-CHAT_MODES = frozenset({"chat", None})  # LiteLLM reports no mode for custom names; it serves them as chat
 
 # The route that serves each LiteLLM mode, for "use ... instead" messages.
 MODE_ROUTES = {

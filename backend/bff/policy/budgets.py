@@ -106,11 +106,6 @@ class BudgetGuard:
         """Called by the span exporter after a batch is in ClickHouse."""
         self.ledger.delivered(span_ids)
 
-    async def status(self, principal: Principal) -> BudgetStatus | None:
-        """The binding period's state, or None when the caller has no limit."""
-        periods = await self.periods(principal)
-        return min(periods, key=lambda status: status.remaining_usd) if periods else None
-
     async def periods(self, principal: Principal) -> list[BudgetStatus]:
         """The state of every limited period of the caller (empty: no limit)."""
         if principal.user_id is None:

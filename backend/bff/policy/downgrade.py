@@ -8,14 +8,15 @@ that its role or group may use and that costs less than the dearest chat model i
 import logging
 from collections.abc import Iterator
 
-from bff.policy.effective import EffectivePolicy
+from bff.identity.principal import Principal
+from bff.policy.access import AccessPolicy
 from bff.policy.model import Budget, ModelAccess, Policy, WhenExceeded
-from bff.upstream.catalog import Catalog, ModelEntry
+from bff.policy.models import may_use
+from bff.upstream.catalog import CHAT_MODES, Catalog, ModelEntry
 
 log = logging.getLogger("bff.downgrade")
 
 DOWNGRADED_HEADER = "x-gateway-downgraded-from"
-CHAT_MODES = frozenset({"chat", None})  # LiteLLM lists chat models with mode chat (or none)
 
 
 def price(entry: ModelEntry) -> float | None:
@@ -25,18 +26,20 @@ def price(entry: ModelEntry) -> float | None:
     return (entry.input_cost_per_token or 0.0) + (entry.output_cost_per_token or 0.0)
 
 
-def serves_instead(catalog: Catalog, effective: EffectivePolicy, target_name: str, requested: ModelEntry) -> ModelEntry | None:
-    """The entry that serves a downgraded request, or None when the requested model already
-    costs no more than the target (it is served as asked)."""
-    target = catalog.get(target_name)
-    if target is None or target.mode not in CHAT_MODES or not effective.allows_model(target.group, _tier(catalog, target)):
-        return None
-    if target.group == requested.group:
-        return None
-    target_price, requested_price = price(target), price(catalog.get(requested.group) or requested)
-    if target_price is not None and requested_price is not None and requested_price <= target_price:
+def target_for(access: AccessPolicy, catalog: Catalog, principal: Principal, name: str) -> ModelEntry | None:
+    """The downgrade model, when it is a chat model the caller may use (else None: refuse)."""
+    target = catalog.get(name)
+    if target is None or target.mode not in CHAT_MODES or not may_use(access, catalog, principal, target):
         return None
     return target
+
+
+def costs_no_more(catalog: Catalog, requested: ModelEntry, target: ModelEntry) -> bool:
+    """The asked model is the downgrade model, or no dearer: it is served as asked."""
+    if target.group == requested.group:
+        return True
+    target_price, requested_price = price(target), price(catalog.get(requested.group) or requested)
+    return target_price is not None and requested_price is not None and requested_price <= target_price
 
 
 def _tier(catalog: Catalog, entry: ModelEntry) -> str | None:

@@ -18,10 +18,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from bff.identity.principal import AuthMethod, Principal, Role
 from bff.policy.access import AccessPolicy
-from bff.policy.downgrade import CHAT_MODES
 from bff.policy.models import may_use
 from bff.policy.routing import TASK_NAME
-from bff.upstream.catalog import Catalog
+from bff.upstream.catalog import CHAT_MODES, Catalog
 
 EXPERIMENT_HEADER = "x-gateway-experiment"
 VARIANT_HEADER = "x-gateway-variant"

@@ -21,6 +21,7 @@ from bff.upstream.litellm import LiteLLMClient, UpstreamError
 log = logging.getLogger("bff.catalog")
 
 PER_MILLION = 1_000_000
+CHAT_MODES = frozenset({"chat", None})  # LiteLLM reports no mode for custom names; it serves them as chat
 # Metadata, not answers: its own bound, whatever UPSTREAM_TIMEOUT_SECONDS allows a model.
 LOAD_TIMEOUT_SECONDS = 10.0
 
