@@ -5,13 +5,17 @@
         [--latency instant|realistic|both] [--victim-workers 2] [--realistic-victim-workers 6]
         [--victim-pause-ms 10] [--flood-requests 96] [--flood-streams 32] [--flood-concurrent 8]
         [--flood-rpm 120] [--refused-pause-ms 20] [--rpm | --no-rpm] [--open | --no-open]
-        [--redis | --no-redis] [--bff-source DIR] [--max-seconds 1500] [--json PATH]
+        [--redis | --no-redis] [--unheld | --no-unheld] [--bff-source DIR] [--max-seconds 1500]
+        [--json PATH]
 
-Not a test (CI never runs it); loopback only; stops by itself. The full run takes ~12 minutes
+Not a test (CI never runs it); loopback only; stops by itself. The full run takes ~18 minutes
 on 2 cores, `--quick` (2 rounds of 2 s phases: baseline, polite, impolite) about 2. It reuses
-scripts/bench_overhead.py's servers and load generator, and starts two stacks side by side, one
-with in-process counters and one whose REDIS_URL points at a Debian redis-server on a free
-loopback port (`--save ''`; --no-redis: only the first):
+scripts/bench_overhead.py's servers and load generator, and starts three stacks side by side:
+one with in-process counters, one whose REDIS_URL points at a Debian redis-server on a free
+loopback port (`--save ''`; --no-redis: without it), and one in-process with
+REFUSAL_HOLD_SECONDS=0, which answers every 429 at once instead of holding those of a caller
+back before their Retry-After (policy/early_retries.py): what the holds buy (--no-unheld:
+without it):
 
     fake provider   tests/support/fake_openai.py, in one of two latency modes (--latency both:
                     each round runs both):
@@ -104,6 +108,7 @@ from bench_processes import BenchError, Child, free_port, session_token
 
 REDIS_BIN = Path(os.environ.get("REDIS_SERVER", "/usr/bin/redis-server"))
 VICTIM = "bench-victim"
+UNHELD = "in-process, no holds"  # REFUSAL_HOLD_SECONDS=0: every 429 answered at once
 FLOODERS = {"limited": "bench-flood-limited", "rpm": "bench-flood-rpm", "open": "bench-flood-open"}
 FLOODER_OF = {"impolite": "limited", "polite": "limited", "rpm": "rpm", "open": "open"}  # phase -> flooder
 MODELS = {"instant": ("bench-model", "bench-stream"), "realistic": ("bench-latency", "bench-latency")}  # chat, stream
@@ -509,13 +514,15 @@ def run(args: argparse.Namespace, work_dir: Path, began: float, deadline: float)
         {"instant": "instant (bench-model answers at once, bench-stream: 10 deltas 10 ms apart)",
          "realistic": "realistic (bench-latency: 300-800 ms answers, ~3 s streams)"}[mode] for mode in latencies),
         flush=True)
-    variants = ["in-process", *(["Redis"] if args.redis else [])]
+    variants = ["in-process", *(["Redis"] if args.redis else []), *([UNHELD] if args.unheld else [])]
     with contextlib.ExitStack() as servers:
         stacks: dict[str, tuple[Stack, Child | None]] = {}
         for variant in variants:
             env, redis = dict(bff_env), None
-            sub = work_dir / variant.lower()
+            sub = work_dir / re.sub(r"[^a-z]+", "-", variant.lower())
             sub.mkdir()
+            if variant == UNHELD:
+                env["REFUSAL_HOLD_SECONDS"] = "0"
             if variant == "Redis":
                 url, redis = servers.enter_context(running_redis(sub))
                 env["REDIS_URL"] = url
@@ -547,14 +554,14 @@ def run(args: argparse.Namespace, work_dir: Path, began: float, deadline: float)
         out[f"{variant}, {latency}"] = report(f"{variant}, {latency}", group, args)
     print("\nSummary: victim p50 ratio to the baseline per phase, and the baseline's own noise (max/min of its per-round p50)")
     order = [phase for phase in phases(args) if phase != "baseline"]
-    print(f"  {'stack, latency':<24}{'noise':>8}" + "".join(f"{phase:>16}" for phase in order))
+    print(f"  {'stack, latency':<34}{'noise':>8}" + "".join(f"{phase:>16}" for phase in order))
     for label, figures in out.items():
         cells = []
         for phase in order:
             fig = figures.get(phase, {})
             ratio_p50 = ratio(fig.get("p50_ms", math.nan), figures["baseline"]["p50_ms"])
             cells.append(f"x{ratio_p50:.2f} {fig.get('verdict', '(shown)'):<7}".rjust(16))
-        print(f"  {label:<24}{'x' + format(figures['baseline']['noise_p50_ratio'], '.2f'):>8}" + "".join(cells))
+        print(f"  {label:<34}{'x' + format(figures['baseline']['noise_p50_ratio'], '.2f'):>8}" + "".join(cells))
     return out
 
 
@@ -585,6 +592,9 @@ def main() -> int:
                         help="also flood from a user without limits (default: yes, with --quick no)")
     parser.add_argument("--redis", action=argparse.BooleanOptionalAction, default=True,
                         help="also a stack with REDIS_URL on a loopback redis-server, side by side (default: yes)")
+    parser.add_argument("--unheld", action=argparse.BooleanOptionalAction, default=True,
+                        help="also an in-process stack that answers early retries at once "
+                             "(REFUSAL_HOLD_SECONDS=0): what holding them buys (default: yes)")
     parser.add_argument("--bff-source", type=Path,
                         help="run the BFF from this directory's bff package (another checkout's backend/)")
     parser.add_argument("--max-seconds", type=float, default=1500, help="give up after this long (1500)")

@@ -13,6 +13,7 @@ from bff.media.service import ImageService
 from bff.policy.access import AccessPolicy
 from bff.policy.budget_alerts import BudgetAlerts
 from bff.policy.budgets import BudgetGuard
+from bff.policy.early_retries import EarlyRetries
 from bff.policy.experiments import Experiments, load_experiments
 from bff.policy.fallbacks import FallbackPolicy
 from bff.policy.model import load_policy
@@ -46,6 +47,7 @@ class Services:
     budgets: BudgetGuard
     budget_alerts: BudgetAlerts
     limits: RateLimiter
+    early_retries: EarlyRetries  # 429s of callers back before their Retry-After are held
     redis: Redis | None  # shared state of replicas (REDIS_URL), else None: in this process
     ollama: OllamaClient
     router: TaskRouter
@@ -88,6 +90,9 @@ class Services:
             budgets=budgets,
             budget_alerts=alerts,
             limits=RateLimiter(access, counters, lease_seconds),
+            early_retries=EarlyRetries(
+                settings.refusal_hold_seconds, settings.refusal_max_held_per_user, settings.refusal_max_held
+            ),
             redis=redis,
             ollama=OllamaClient(settings),
             router=load_router(settings.routing_file, settings.generator_mode),

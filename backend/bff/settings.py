@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     body_receive_timeout_seconds: float = Field(default=120.0, gt=0, description="whole body, from its first read")
     body_idle_timeout_seconds: float = Field(default=15.0, gt=0, description="longest wait for the next body chunk")
 
+    # A 429 for a caller back before their last Retry-After is held until it is over, at most
+    # this long (policy/early_retries.py; 0: answered at once), so a retry loop cannot keep the
+    # BFF busy; at most this many held per user and in all (open connections), then at once.
+    refusal_hold_seconds: float = Field(default=1.0, ge=0, le=10)
+    refusal_max_held_per_user: int = Field(default=256, ge=1)
+    refusal_max_held: int = Field(default=2048, ge=1)
+
     # Shared state of replicas and workers: unsettled spend, rate-limit counters, alert
     # de-duplication, image jobs. Unset: in this process (one BFF process only).
     redis_url: SecretStr | None = None

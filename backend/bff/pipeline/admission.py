@@ -13,7 +13,9 @@ paid operations, the budget (refuse, or mark the call for a downgrade) and the r
 (a slot in flight, one request per minute). Admitted: the span is started (ended by the
 middleware when the response is sent). Refused here: the span is written at once as a
 plain row (Telemetry.record_refused), with the same attributes, without the SDK's span
-machinery: a flood of refusals costs the BFF as little as possible (scripts/bench_flood.py).
+machinery: a flood of refusals costs the BFF as little as possible (scripts/bench_flood.py),
+and a 429 for a caller back before their last Retry-After is held until it is over
+(policy/early_retries.py).
 """
 
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from bff.identity.principal import Principal
 from bff.pipeline.call import Call
 from bff.policy.model import Permission
 from bff.services import Services
+from bff.telemetry import attributes as attr
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class Operation:
             await self._admit(services, request, call)
         except ApiError as refusal:  # the error handler answers exc.status; its span is written now
             call.error_type = refusal.code
+            if refusal.status == 429:  # back before the last Retry-After: answered when it is over
+                held = await services.early_retries.refusing(call.user_id, _retry_after(refusal))
+                if held:
+                    call.extra_attributes[attr.REFUSAL_HELD_MS] = round(held * 1000)
             services.telemetry.record_refused(
                 self.name, route, request.headers, call.started_ns, call.span_attributes(refusal.status), refusal.status
             )
@@ -81,3 +88,8 @@ async def admit(services: Services, request: Request, call: Call) -> Principal:
         call.response_headers.update(call.budget.headers())
     services.budget_alerts.admitted(principal, call.budget_periods, call.response_headers)  # x-budget-warning, alerts
     return principal
+
+
+def _retry_after(refusal: ApiError) -> float:
+    value = refusal.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else 1.0

@@ -31,6 +31,7 @@ ROLE = "gateway.user.role"
 AUTH_METHOD = "gateway.auth.method"
 CONTEXT = "gateway.context"  # caller-supplied tag, header X-LLM-Context
 TASK = "gateway.task"  # /api/llm/generate's task, or Open-WebUI's task call (title_generation, ...)
+REFUSAL_HELD_MS = "gateway.refusal.held_ms"  # a 429 held because its caller came back before Retry-After
 TASK_ROUTED_FROM = "gateway.task.routed_from"  # the model Open-WebUI asked for, when routing.yaml sent its task elsewhere
 MESSAGE_ID = "gateway.message_id"  # Open-WebUI's message id: its ratings join on (session.id, this)
 EXPERIMENT = "gateway.experiment"  # the experiment whose variant served (config/experiments.yaml)
