@@ -1,6 +1,7 @@
 """Rate limits per user: requests and tokens per minute, requests in flight, OpenAI's headers,
 in one process and shared by two BFFs through one real Redis."""
 
+import asyncio
 import concurrent.futures
 import threading
 import time
@@ -12,9 +13,12 @@ import httpx
 import pytest
 import yaml
 
+from bff.clickhouse import ClickHouseStore
+from bff.policy.early_retries import EarlyRetries
 from bff.policy.rate_limits import duration, estimate_tokens
 from conftest import ROOT, Bff, BffFactory, chat_body
 from support.redis_server import RedisServer
+from support.spans import spans_for
 from test_usage import _as_user
 
 
@@ -105,6 +109,68 @@ def test_tokens_per_minute_reserves_the_prompt_and_settles_usage(bff_factory: Bf
                 break
         assert answer.status_code == 429 and answer.json()["error"]["code"] == "rate_limit_exceeded"
         assert 1 <= int(answer.headers["retry-after"]) <= 60
+
+
+def test_a_caller_back_before_retry_after_is_answered_when_it_is_over(
+    bff_factory: BffFactory, tmp_path: Path, clickhouse_url: str
+) -> None:
+    """The refusal that says `Retry-After: 1` goes out at once; the next one, a retry that did
+    not wait, is held until that second is over; a caller who waited is answered at once, and
+    nobody else waits meanwhile."""
+    bff = bff_factory(policy_file=policy_with_limits(tmp_path, {"concurrent_requests": 1}))
+    user = _user()
+    store = ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse")
+
+    def held_ms(answer: httpx.Response) -> Any:
+        assert answer.status_code == 429 and answer.json()["error"]["code"] == "concurrency_limit_exceeded"
+        assert answer.headers["retry-after"] == "1"
+        return spans_for(store, answer.headers["x-request-id"])[0]["SpanAttributes"].get("gateway.refusal.held_ms")
+
+    with _as_user(bff, user) as streaming, streaming.stream(
+        "POST", "/v1/chat/completions", json=chat_body("fake-long-stream", stream=True)
+    ) as stream:  # the user's one slot, for the whole test
+        assert stream.status_code == 200
+        chunks = stream.iter_bytes()  # kept: a generator dropped here would close the stream
+        next(chunks)
+        with _as_user(bff, user) as client, _as_user(bff, _user()) as other, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            told = client.post("/v1/chat/completions", json=chat_body())
+            began = time.monotonic()
+            early = pool.submit(client.post, "/v1/chat/completions", json=chat_body())
+            time.sleep(0.1)
+            assert other.post("/v1/chat/completions", json=chat_body()).status_code == 200  # while it is held
+            assert not early.done()
+            retried = early.result(10)
+            waited_for = time.monotonic() - began
+            time.sleep(1.05)  # honours Retry-After
+            patient = client.post("/v1/chat/completions", json=chat_body())
+    assert held_ms(told) is None and held_ms(patient) is None
+    held = held_ms(retried)
+    assert held is not None and 500 <= int(held) <= 1000  # until the second `told` announced was over
+    assert waited_for >= int(held) / 1000
+
+
+def test_held_refusals_are_bounded() -> None:
+    async def scenario() -> None:
+        retries = EarlyRetries(max_hold_seconds=0.3, max_held_per_user=2, max_held=3)
+        assert await retries.refusing("a", 5) == 0  # told to wait: at once
+        assert await retries.refusing(None, 5) == 0  # no user: nobody to hold
+        holds = [asyncio.ensure_future(retries.refusing("a", 5)) for _ in range(3)]  # two held, the third at once
+        others = [asyncio.ensure_future(retries.refusing("b", 5)) for _ in range(3)]  # b's first told, one held: 3 in all
+        await asyncio.sleep(0.05)
+        assert retries.held == 3
+        results = await asyncio.gather(*holds, *others)
+        assert sorted(results[:3]) == [0, 0.3, 0.3]  # capped at max_hold_seconds, not Retry-After's 5 s
+        assert sorted(results[3:]) == [0, 0, 0.3]
+        assert retries.held == 0
+        short = EarlyRetries(max_hold_seconds=5, max_held_per_user=8, max_held=8)
+        assert await short.refusing("c", 0.2) == 0
+        assert 0 < await short.refusing("c", 0.2) <= 0.2  # held only until the wait that was told ends
+        await asyncio.sleep(0.05)
+        assert await short.refusing("c", 0.2) == 0  # the wait is over: told again, at once
+        off = EarlyRetries(max_hold_seconds=0, max_held_per_user=8, max_held=8)
+        assert [await off.refusing("d", 5) for _ in range(3)] == [0, 0, 0]
+
+    asyncio.run(scenario())
 
 
 def test_the_shipped_policy_limits_users(bff_factory: BffFactory) -> None:
