@@ -89,7 +89,9 @@ def test_requests_in_flight_are_bounded_per_user(bff_factory: BffFactory, tmp_pa
         assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200
 
 
-def test_tokens_per_minute_reserves_the_prompt_and_settles_usage(bff_factory: BffFactory, tmp_path: Path, whole_window: None) -> None:
+def test_tokens_per_minute_reserves_the_prompt_and_settles_usage(
+    bff_factory: BffFactory, tmp_path: Path, whole_window: None, clickhouse_url: str
+) -> None:
     bff = bff_factory(policy_file=policy_with_limits(tmp_path, {"tokens_per_minute": 60}))
     with _as_user(bff, _user()) as client:
         first = client.post("/v1/chat/completions", json=chat_body())
@@ -109,6 +111,10 @@ def test_tokens_per_minute_reserves_the_prompt_and_settles_usage(bff_factory: Bf
                 break
         assert answer.status_code == 429 and answer.json()["error"]["code"] == "rate_limit_exceeded"
         assert 1 <= int(answer.headers["retry-after"]) <= 60
+        again = client.post("/v1/chat/completions", json=chat_body())  # did not wait: held (at most 1 s)
+    assert again.status_code == 429 and again.json()["error"]["code"] == "rate_limit_exceeded"
+    store = ClickHouseStore(clickhouse_url, ROOT / "config" / "clickhouse")
+    assert 0 < int(spans_for(store, again.headers["x-request-id"])[0]["SpanAttributes"]["gateway.refusal.held_ms"]) <= 1000
 
 
 def test_a_caller_back_before_retry_after_is_answered_when_it_is_over(

@@ -48,10 +48,7 @@ class Operation:
             await self._admit(services, request, call)
         except ApiError as refusal:  # the error handler answers exc.status; its span is written now
             call.error_type = refusal.code
-            if refusal.status == 429:  # back before the last Retry-After: answered when it is over
-                held = await services.early_retries.refusing(call.user_id, _retry_after(refusal))
-                if held:
-                    call.extra_attributes[attr.REFUSAL_HELD_MS] = round(held * 1000)
+            await hold_early_retry(services, call, refusal)
             services.telemetry.record_refused(
                 self.name, route, request.headers, call.started_ns, call.span_attributes(refusal.status), refusal.status
             )
@@ -90,6 +87,11 @@ async def admit(services: Services, request: Request, call: Call) -> Principal:
     return principal
 
 
-def _retry_after(refusal: ApiError) -> float:
-    value = refusal.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else 1.0
+async def hold_early_retry(services: Services, call: Call, refusal: ApiError) -> None:
+    """A 429 for a caller back before their last Retry-After goes out when that wait is over."""
+    if refusal.status != 429:
+        return
+    retry_after = refusal.headers.get("Retry-After", "")
+    held = await services.early_retries.refusing(call.user_id, float(retry_after) if retry_after.isdigit() else 1.0)
+    if held:
+        call.extra_attributes[attr.REFUSAL_HELD_MS] = round(held * 1000)

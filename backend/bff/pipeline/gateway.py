@@ -30,8 +30,9 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bff.errors import bad_gateway, bad_request, client_closed
+from bff.errors import ApiError, bad_gateway, bad_request, client_closed
 from bff.pipeline.accounting import Estimator, account_answer, account_stream, decimal_cost, note_served
+from bff.pipeline.admission import hold_early_retry
 from bff.pipeline.call import Call, Outcome
 from bff.pipeline.connection import ClientDisconnected, while_connected
 from bff.pipeline.context import charge
@@ -130,7 +131,11 @@ async def forward(
         raise bad_request(f"invalid field 'model': '{body.model}' is a {entry.mode} model; call it with {route}", "wrong_model_mode")
     if call.downgrade_to is not None:
         body, entry = _downgraded(services, catalog, call, operation, body, entry)
-    await services.limits.reserve_tokens(call.rate_lease, body.prompt_for_estimate())
+    try:
+        await services.limits.reserve_tokens(call.rate_lease, body.prompt_for_estimate())
+    except ApiError as refusal:  # tokens per minute
+        await hold_early_retry(services, call, refusal)
+        raise
     if call.rate_lease is not None:
         call.response_headers.update(call.rate_lease.headers)
     if upload is None:
