@@ -104,14 +104,16 @@ BURST_MS = 0.5  # content chunks closer than this came out of one burst
 STREAM_DELTAS = 10  # the fake provider's bench-stream: content deltas per stream
 CONTENT_DELTA = re.compile(rb'"content":\s*"(?!")')  # a delta with non-empty content
 
-# The fake provider runs in its own interpreter: argv[1] is tests/, argv[2] the port.
+# The fake provider runs in its own interpreter: argv[1] is tests/, argv[2] the port. It keeps
+# idle connections 75 s, longer than LiteLLM's pool (as a real provider; tests/conftest.py): with
+# uvicorn's 5 s LiteLLM now and then sends on a connection being closed and answers 500.
 FAKE_PROVIDER_CODE = """
 import sys
 import uvicorn
 sys.path.insert(0, sys.argv[1])
 from support.fake_openai import FakeProviderState, create_fake_provider
 uvicorn.run(create_fake_provider(FakeProviderState()), host="127.0.0.1", port=int(sys.argv[2]),
-            log_level="warning", access_log=False)
+            log_level="warning", access_log=False, timeout_keep_alive=75)
 """
 
 
