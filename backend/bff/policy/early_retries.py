@@ -23,7 +23,7 @@ _USERS_REMEMBERED = 10_000  # the users told to wait most recently; older waits 
 
 @dataclass
 class _Wait:
-    until: float  # time.monotonic() at which the user's last prompt refusal said to come back
+    until: float  # time.monotonic() at which the refusal that told the user to wait said to come back
     held: int = 0  # refusals of this user being held now
 
 
