@@ -375,6 +375,10 @@ async def measure(benches: dict[tuple[str, str], Bench], args: argparse.Namespac
                 bench = benches[key]
                 for phase in order[shift:] + order[:shift]:
                     run = await bench.phase(phase, round_no)
+                    for child in bench.children.values():  # stop at once: later rounds of a dead stack measure nothing
+                        if not child.alive():
+                            raise BenchError(f"[{key[0]}] {child.name} died in round {round_no} ({phase}), exit status "
+                                             f"{child.process.returncode} (negative: killed by that signal):\n{child.log_tail()}")
                     runs[key].append(run)
                     flood = run.flood
                     extra = ""
