@@ -8,7 +8,7 @@
         [--redis | --no-redis] [--unheld | --no-unheld] [--bff-source DIR] [--max-seconds 1500]
         [--json PATH]
 
-Not a test (CI never runs it); loopback only; stops by itself. The full run takes ~18 minutes
+Not a test (CI never runs it); loopback only; stops by itself. The full run takes ~17 minutes
 on 2 cores, `--quick` (2 rounds of 2 s phases: baseline, polite, impolite) about 2. It reuses
 scripts/bench_overhead.py's servers and load generator, and starts three stacks side by side:
 one with in-process counters, one whose REDIS_URL points at a Debian redis-server on a free
