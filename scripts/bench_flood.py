@@ -43,7 +43,9 @@ order rotated every round, so machine noise (and the minute windows) hit all ali
     baseline   the victim alone
     polite     bench-flood-limited floods: --flood-requests concurrent non-streaming requests and
                --flood-streams concurrent streams, each worker sending again at once after an
-               answer and waiting 1 s after a 429 (its Retry-After), as an SDK that honours it
+               answer and waiting 1 s after a 429 (its Retry-After), as an SDK that honours it;
+               the kind that starts first keeps the slots in flight, so the streams start first
+               in odd rounds and the requests in even ones (both kinds are served)
     impolite   the same flood, but after a 429 each worker retries after only --refused-pause-ms
                (20: at once, as far as this load generator can; with 0 the generator's own loop,
                which the victim shares, becomes the bottleneck)
@@ -300,11 +302,13 @@ class Bench:
                     pause = POLITE_PAUSE_SECONDS if phase == "polite" else args.refused_pause_ms / 1000
                     limited = phase != "open"
                     flood_began = time.perf_counter()
-                    tasks = [asyncio.create_task(flood_worker(requests, "request", flood, stop, pause, limited))
-                             for _ in range(args.flood_requests)]
-                    tasks += [asyncio.create_task(flood_worker(streams, "stream", flood, stop, pause, limited))
-                              for _ in range(args.flood_streams)]
-                    await asyncio.sleep(RAMP_SECONDS)
+                    # A worker re-sends at once after its answer, so the kind that starts first keeps
+                    # the slots in flight: streams first in odd rounds, requests first in even ones.
+                    kinds = [(requests, "request", args.flood_requests), (streams, "stream", args.flood_streams)]
+                    for client, kind, workers in kinds[::-1] if round_no % 2 else kinds:
+                        tasks += [asyncio.create_task(flood_worker(client, kind, flood, stop, pause, limited))
+                                  for _ in range(workers)]
+                        await asyncio.sleep(RAMP_SECONDS / 2)
 
                 window_ends = time.perf_counter() + args.phase_seconds
 
