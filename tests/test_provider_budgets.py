@@ -37,6 +37,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "litellm.provider-budgets.yaml"
 ANSWER_COST = Decimal(PROMPT_TOKENS) * Decimal("0.000001") + Decimal(COMPLETION_TOKENS) * Decimal("0.000002")
 OPENAI_LIMIT = Decimal("0.00004")  # two answers are served, the third falls back
 DAY = timedelta(days=1)
+LITELLM_REDIS_SYNC_SECONDS = 1  # litellm.constants.DEFAULT_REDIS_SYNC_INTERVAL
 
 
 def _usd(text: str | float) -> Decimal:
@@ -260,8 +261,11 @@ def test_two_litellm_instances_share_provider_spend_through_redis(
                 time.sleep(0.1)
             client = redis.Redis.from_url(litellm_redis.url)
             wait_until(lambda: _usd(float(client.get("provider_spend:openai:1d") or 0)) >= ANSWER_COST * 2, 10, "spend in Redis")
-            # the second instance syncs Redis into its memory every second (budget_limiter.py)
+            # the other instance reports Redis's figure at once (GET /provider/budgets reads Redis) ...
             wait_until(lambda: _usd(_provider_state(second_url)["openai"]["spend"]) >= ANSWER_COST * 2, 10, "spend on the other instance")
+            # ... but routes on its in-memory copy, which budget_limiter.py refreshes from Redis every
+            # DEFAULT_REDIS_SYNC_INTERVAL (1 s): a request sent before then was served by the primary
+            time.sleep(3 * LITELLM_REDIS_SYNC_SECONDS)
             marker = f"shared-{run}-other"
             other = _direct_chat(second_url, "budget-primary", marker)
             assert other.status_code == 200, other.text
