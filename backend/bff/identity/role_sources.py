@@ -103,6 +103,9 @@ def user_groups_path(user_id: str) -> str:
     return f"/api/v1/users/{quote(user_id, safe='')}/groups"
 
 
+OPEN_WEBUI_IDLE_SECONDS = 3.0  # longest a pooled connection to Open-WebUI stays idle
+
+
 class ApiRoleSource:
     """Asks Open-WebUI itself (`GET /api/v1/auths/`), which also applies its own revocation.
 
@@ -116,7 +119,12 @@ class ApiRoleSource:
     warn_every_seconds = 60.0
 
     def __init__(self, base_url: str, ttl_seconds: float, timeout_seconds: float = 5.0, admin_token: str | None = None):
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_seconds)
+        # Idle connections dropped before Open-WebUI's uvicorn closes them (its keep-alive is 5 s,
+        # httpx's expiry too): a lookup on a connection Open-WebUI is closing failed as
+        # RemoteProtocolError, and the caller got 503 role_source_unavailable.
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_seconds, limits=httpx.Limits(keepalive_expiry=OPEN_WEBUI_IDLE_SECONDS)
+        )
         self._cache: TTLCache[str, UserRecord] = TTLCache(CACHE_SIZE, ttl_seconds)
         self._groups: TTLCache[str, Groups] = TTLCache(CACHE_SIZE, ttl_seconds)
         self._admin_token = admin_token or None
