@@ -248,6 +248,7 @@ class Bench:
 
     def __init__(self, stack: Stack, redis: Child | None, args: argparse.Namespace, deadline: float, latency: str):
         self.stack, self.args, self.deadline, self.latency = stack, args, deadline, latency
+        self.redis = [redis] if redis is not None else []  # the stack's redis-server, if it has one
         self.children = {**stack.children(), **({"redis": redis} if redis is not None else {})}
         self.victim_workers = args.victim_workers if latency == "instant" else args.realistic_victim_workers
         chat_model, stream_model = MODELS[latency]
@@ -379,10 +380,8 @@ async def measure(benches: dict[tuple[str, str], Bench], args: argparse.Namespac
                 bench = benches[key]
                 for phase in order[shift:] + order[:shift]:
                     run = await bench.phase(phase, round_no)
-                    for child in bench.children.values():  # stop at once: later rounds of a dead stack measure nothing
-                        if not child.alive():
-                            raise BenchError(f"[{key[0]}] {child.name} died in round {round_no} ({phase}), exit status "
-                                             f"{child.process.returncode} (negative: killed by that signal):\n{child.log_tail()}")
+                    # stop at once: later rounds of a dead stack would measure nothing
+                    check_alive(bench.stack, f"in [{key[0]}] round {round_no} ({phase})", *bench.redis)
                     runs[key].append(run)
                     flood = run.flood
                     extra = ""
@@ -550,13 +549,11 @@ def run(args: argparse.Namespace, work_dir: Path, began: float, deadline: float)
         except TimeoutError:
             raise BenchError("time budget exhausted (--max-seconds)") from None
         except (OSError, BenchError):
-            for stack, _ in stacks.values():
-                check_alive(stack)
+            for bench in benches.values():
+                check_alive(bench.stack, "during the run", *bench.redis)
             raise
-        for stack, redis in stacks.values():
-            check_alive(stack)
-            if redis is not None and not redis.alive():
-                raise BenchError(f"redis-server died during the run:\n{redis.log_tail()}")
+        for bench in benches.values():
+            check_alive(bench.stack, "during the run", *bench.redis)
     out: dict[str, Any] = {}
     for (variant, latency), group in runs.items():
         out[f"{variant}, {latency}"] = report(f"{variant}, {latency}", group, args)

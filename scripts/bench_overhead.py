@@ -876,10 +876,12 @@ def memory_line(label: str, rest: dict[str, int], after: dict[str, int]) -> str:
             f"load VmRSS {after['VmRSS'] / 1024:7.1f} MiB (VmHWM {after['VmHWM'] / 1024:7.1f})")
 
 
-def check_alive(stack: Stack) -> None:
-    for child in stack.children().values():
+def check_alive(stack: Stack, where: str = "during the run", *others: Child) -> None:
+    """Raises, with the exit status and log, when a server of the stack (or `others`) has died."""
+    for child in (*stack.children().values(), *others):
         if not child.alive():
-            raise BenchError(f"{child.name} died during the run:\n{child.log_tail()}")
+            raise BenchError(f"{child.name} died {where}, exit status {child.process.returncode} "
+                             f"(negative: the signal that killed it):\n{child.log_tail()}")
 
 
 def measured(stack: Stack, work: Coroutine[Any, Any, T]) -> T:
